@@ -1,0 +1,1 @@
+//! (being written; see the crate README once it lands)

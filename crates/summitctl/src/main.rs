@@ -1,0 +1,19 @@
+//! `summitctl`: the operator's command line. Each subcommand lives in its own module and owns its
+//! arguments; `main` only parses and dispatches.
+
+use clap::{Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(name = "summitctl", version, about = "Summit Ingest operator tool")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.command {}
+}
