@@ -3,6 +3,8 @@
 
 use clap::{Parser, Subcommand};
 
+mod dq;
+
 #[derive(Debug, Parser)]
 #[command(name = "summitctl", version, about = "Summit Ingest operator tool")]
 struct Cli {
@@ -11,9 +13,14 @@ struct Cli {
 }
 
 #[derive(Debug, Subcommand)]
-enum Command {}
+enum Command {
+    /// Data-quality rules: check files of records against a rule set or a GX suite.
+    Dq(dq::DqCommand),
+}
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    match cli.command {}
+    match cli.command {
+        Command::Dq(command) => dq::run(command),
+    }
 }
