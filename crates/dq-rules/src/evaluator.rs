@@ -699,3 +699,7 @@ fn check_rego<V: RecordView>(policy: &RegoPolicy, value: &V) -> Option<String> {
     };
     (!denied.is_empty()).then(|| denied.join("; "))
 }
+
+#[cfg(test)]
+#[path = "evaluator_tests.rs"]
+mod tests;
