@@ -76,6 +76,8 @@ fn records() -> Vec<String> {
     (0..RECORDS)
         .map(|i| {
             let bad = i % 20 == 19;
+            let currency = ["EUR", "USD", "GBP", "CHF", "JPY"][(next() % 5) as usize];
+            let channel = ["web", "app", "store", "phone"][(next() % 4) as usize];
             let customer = next() % (REFERENCE_VALUES as u64 + if bad { 50_000 } else { 0 });
             let record = json!({
                 "order_id": format!("ord-{:012}", next() % 1_000_000_000_000),
@@ -87,9 +89,9 @@ fn records() -> Vec<String> {
                 },
                 "amount": (next() % 100_000) as f64 / 100.0 + 0.01,
                 "quantity": next() % 10 + 1,
-                "currency": ["EUR", "USD", "GBP", "CHF", "JPY"][(next() % 5) as usize],
+                "currency": currency,
                 "created_at": format!("2025-{:02}-{:02}T{:02}:15:30Z", next() % 12 + 1, next() % 28 + 1, next() % 24),
-                "channel": ["web", "app", "store", "phone"][(next() % 4) as usize],
+                "channel": channel,
                 "items": [
                     {"sku": format!("SKU-{:08}", next() % 100_000_000), "qty": 1, "price": 12.5},
                     {"sku": format!("SKU-{:08}", next() % 100_000_000), "qty": 2, "price": 3.25}

@@ -56,18 +56,30 @@ fn ranges_handle_bounds_nan_wrong_types_and_timestamps() {
     assert!(fails(&e, &json!({"n": -0.001})));
     assert!(fails(&e, &json!({"n": "5"})));
     // NaN cannot come from JSON, but it can from Avro.
-    let nan = apache_avro::types::Value::Record(vec![("n".into(), apache_avro::types::Value::Double(f64::NAN))]);
+    let nan = apache_avro::types::Value::Record(vec![(
+        "n".into(),
+        apache_avro::types::Value::Double(f64::NAN),
+    )]);
     let outcome = e.evaluate(&nan);
     assert_eq!(outcome.violations[0].message, "NaN is not in any range");
     assert_eq!(outcome.violations[0].observed.as_deref(), Some("NaN"));
 
-    let t = one_rule("range", "t", "{min: '2024-01-01T00:00:00Z', max: '2025-01-01T00:00:00Z', exclusive_min: true}");
+    let t = one_rule(
+        "range",
+        "t",
+        "{min: '2024-01-01T00:00:00Z', max: '2025-01-01T00:00:00Z', exclusive_min: true}",
+    );
     assert!(!fails(&t, &json!({"t": "2024-06-01T12:00:00+02:00"})));
     assert!(fails(&t, &json!({"t": "2024-01-01T00:00:00Z"})));
     assert!(fails(&t, &json!({"t": "2025-01-01T00:00:01Z"})));
     assert!(fails(&t, &json!({"t": "yesterday"})));
     assert!(fails(&t, &json!({"t": 1_700_000_000})));
-    let avro_time = |ms| apache_avro::types::Value::Record(vec![("t".into(), apache_avro::types::Value::TimestampMillis(ms))]);
+    let avro_time = |ms| {
+        apache_avro::types::Value::Record(vec![(
+            "t".into(),
+            apache_avro::types::Value::TimestampMillis(ms),
+        )])
+    };
     assert!(!fails(&t, &avro_time(1_720_000_000_000)));
     assert!(fails(&t, &avro_time(1_600_000_000_000)));
 }
@@ -94,21 +106,35 @@ fn type_in_set_regex_and_length_edge_cases() {
     assert!(fails(&regex, &json!({"v": 5})));
 
     let length = one_rule("length", "v", "{min: 1, max: 3}");
-    assert!(!fails(&length, &json!({"v": "日本語"})), "three characters, nine bytes");
+    assert!(
+        !fails(&length, &json!({"v": "日本語"})),
+        "three characters, nine bytes"
+    );
     assert!(fails(&length, &json!({"v": "日本語!"})));
     assert!(fails(&length, &json!({"v": ""})));
-    assert!(fails(&length, &json!({"v": []})), "empty arrays have length 0");
+    assert!(
+        fails(&length, &json!({"v": []})),
+        "empty arrays have length 0"
+    );
     assert!(!fails(&length, &json!({"v": [1, 2]})));
 }
 
 #[test]
 fn wildcard_paths_report_each_failing_element() {
     let e = one_rule("regex", "order.items[*].sku", "{pattern: '^SKU-'}");
-    let outcome = e.evaluate(&json!({"order": {"items": [{"sku": "SKU-1"}, {"sku": "x"}, {"sku": 7}]}}));
-    let fields: Vec<&str> = outcome.violations.iter().map(|v| v.field.as_str()).collect();
+    let outcome =
+        e.evaluate(&json!({"order": {"items": [{"sku": "SKU-1"}, {"sku": "x"}, {"sku": 7}]}}));
+    let fields: Vec<&str> = outcome
+        .violations
+        .iter()
+        .map(|v| v.field.as_str())
+        .collect();
     assert_eq!(fields, ["order.items[1].sku", "order.items[2].sku"]);
     assert!(!fails(&e, &json!({"order": {"items": []}})));
-    assert!(fails(&e, &json!({"order": {"items": "SKU-1"}})), "not an array");
+    assert!(
+        fails(&e, &json!({"order": {"items": "SKU-1"}})),
+        "not an array"
+    );
 }
 
 #[test]
@@ -118,7 +144,11 @@ fn worst_severity_wins_and_violations_follow_rule_ids() {
     );
     let outcome = e.evaluate(&json!({}));
     assert_eq!(outcome.verdict, Verdict::HardFail);
-    let ids: Vec<&str> = outcome.violations.iter().map(|v| v.rule_id.as_str()).collect();
+    let ids: Vec<&str> = outcome
+        .violations
+        .iter()
+        .map(|v| v.rule_id.as_str())
+        .collect();
     assert_eq!(ids, ["a-hard", "z-soft"]);
     assert_eq!(e.evaluate(&json!({"b": 1})).verdict, Verdict::SoftFail);
     assert_eq!(e.evaluate(&json!({"a": 1, "b": 1})).verdict, Verdict::Pass);
@@ -135,11 +165,15 @@ fn reference_rules_use_the_current_snapshot_and_report_its_version() {
     assert_eq!(before.verdict, Verdict::Pass);
     assert!(fails(&e, &json!({"c": "US"})));
     assert!(!fails(&e, &json!({"c": 49})));
-    e.replace_reference(ReferenceSnapshot::from_values("countries", ["US"])).expect("declared");
+    e.replace_reference(ReferenceSnapshot::from_values("countries", ["US"]))
+        .expect("declared");
     let after = e.evaluate(&json!({"c": "DE"}));
     assert_eq!(after.verdict, Verdict::HardFail);
     assert_ne!(before.reference_version, after.reference_version);
-    assert!(e.replace_reference(ReferenceSnapshot::from_values("nope", ["x"])).is_err());
+    assert!(
+        e.replace_reference(ReferenceSnapshot::from_values("nope", ["x"]))
+            .is_err()
+    );
 }
 
 fn block_on<F: std::future::Future>(future: F) -> F::Output {
@@ -158,13 +192,28 @@ fn unique_is_skipped_when_pure_and_checked_with_state_or_in_batches() {
     assert!(!fails(&e, &record), "pure evaluation has no memory");
     let mut tracker = UniquenessTracker::new();
     let t0 = chrono::DateTime::from_timestamp(1_700_000_000, 0).expect("valid time");
-    assert_eq!(e.evaluate_with_state(&record, &mut tracker, t0).verdict, Verdict::Pass);
+    assert_eq!(
+        e.evaluate_with_state(&record, &mut tracker, t0).verdict,
+        Verdict::Pass
+    );
     let later = t0 + chrono::Duration::seconds(30);
-    assert_eq!(e.evaluate_with_state(&record, &mut tracker, later).verdict, Verdict::HardFail);
+    assert_eq!(
+        e.evaluate_with_state(&record, &mut tracker, later).verdict,
+        Verdict::HardFail
+    );
     let much_later = t0 + chrono::Duration::minutes(5);
-    assert_eq!(e.evaluate_with_state(&record, &mut tracker, much_later).verdict, Verdict::Pass);
+    assert_eq!(
+        e.evaluate_with_state(&record, &mut tracker, much_later)
+            .verdict,
+        Verdict::Pass
+    );
 
-    let batch = e.evaluate_batch(&[json!({"k": "a"}), json!({"k": "b"}), json!({"k": null}), json!({"k": "a"})]);
+    let batch = e.evaluate_batch(&[
+        json!({"k": "a"}),
+        json!({"k": "b"}),
+        json!({"k": null}),
+        json!({"k": "a"}),
+    ]);
     assert_eq!(batch.rules[0].unexpected_index_list, [0, 3]);
     assert_eq!(batch.rules[0].missing_count, 1);
     assert_eq!(batch.rules[0].unexpected_percent, Some(200.0 / 3.0));
@@ -202,18 +251,46 @@ rules:
 #[test]
 fn load_errors_name_the_rule_and_the_problem() {
     let cases = [
-        ("{id: a, field: x, kind: rnage, severity: hard}", "rule `a`: unknown kind `rnage`"),
-        ("{id: b, field: x, kind: regex, severity: hard, params: {pattern: '('}}", "rule `b`: bad regex `(`"),
-        ("{id: c, field: x, kind: range, severity: hard, params: {min: 5, max: 1}}", "rule `c`: min 5 > max 1"),
-        ("{id: d, field: x, kind: required, severity: fatal}", "rule `d`: unknown severity `fatal`"),
-        ("{id: e, field: x, kind: reference, severity: hard, params: {set: nope}}", "rule `e`: reference set `nope` is not declared"),
-        ("{id: f, field: 'x[', kind: required, severity: hard}", "rule `f`: malformed brackets"),
-        ("{id: g, field: x, kind: length, severity: hard, params: {mn: 1}}", "rule `g`: bad `params` for kind `length`: unknown field `mn`"),
-        ("{id: h, kind: rego, severity: hard, params: {rule: data.x.deny, policy: 'package x\n deny if {'}}", "rule `h`: Rego policy does not compile"),
+        (
+            "{id: a, field: x, kind: rnage, severity: hard}",
+            "rule `a`: unknown kind `rnage`",
+        ),
+        (
+            "{id: b, field: x, kind: regex, severity: hard, params: {pattern: '('}}",
+            "rule `b`: bad regex `(`",
+        ),
+        (
+            "{id: c, field: x, kind: range, severity: hard, params: {min: 5, max: 1}}",
+            "rule `c`: min 5 > max 1",
+        ),
+        (
+            "{id: d, field: x, kind: required, severity: fatal}",
+            "rule `d`: unknown severity `fatal`",
+        ),
+        (
+            "{id: e, field: x, kind: reference, severity: hard, params: {set: nope}}",
+            "rule `e`: reference set `nope` is not declared",
+        ),
+        (
+            "{id: f, field: 'x[', kind: required, severity: hard}",
+            "rule `f`: malformed brackets",
+        ),
+        (
+            "{id: g, field: x, kind: length, severity: hard, params: {mn: 1}}",
+            "rule `g`: bad `params` for kind `length`: unknown field `mn`",
+        ),
+        (
+            "{id: h, kind: rego, severity: hard, params: {rule: data.x.deny, policy: 'package x\n deny if {'}}",
+            "rule `h`: Rego policy does not compile",
+        ),
     ];
     for (rule, expected) in cases {
-        let error = RuleSet::from_yaml_str(&format!("name: t\nrules:\n  - {rule}\n")).expect_err(expected);
-        assert!(error.to_string().contains(expected), "{error} should contain {expected}");
+        let error =
+            RuleSet::from_yaml_str(&format!("name: t\nrules:\n  - {rule}\n")).expect_err(expected);
+        assert!(
+            error.to_string().contains(expected),
+            "{error} should contain {expected}"
+        );
     }
     let duplicate = RuleSet::from_yaml_str(
         "name: t\nrules:\n  - {id: a, field: x, kind: required, severity: hard}\n  - {id: a, field: y, kind: required, severity: hard}\n",
@@ -229,7 +306,12 @@ fn unreadable_reference_sources_fail_the_build_naming_set_and_rules() {
     .expect("parses");
     let error = block_on(Evaluator::build(&rules)).expect_err("file is missing");
     let text = error.to_string();
-    assert!(text.contains("skus") && text.contains("sku-known") && text.contains("/nonexistent/skus.txt"), "{text}");
+    assert!(
+        text.contains("skus")
+            && text.contains("sku-known")
+            && text.contains("/nonexistent/skus.txt"),
+        "{text}"
+    );
 }
 
 const SHUFFLE_RULES: [&str; 7] = [
@@ -250,7 +332,10 @@ fn arbitrary_record() -> impl Strategy<Value = Value> {
         (-200.0f64..200.0).prop_map(Value::from),
         "[a-zé@日]{0,8}".prop_map(Value::from),
     ];
-    let field = prop_oneof![scalar.clone(), prop::collection::vec(scalar.clone(), 0..3).prop_map(Value::from)];
+    let field = prop_oneof![
+        scalar.clone(),
+        prop::collection::vec(scalar.clone(), 0..3).prop_map(Value::from)
+    ];
     let items = prop::collection::vec(
         prop::option::of(scalar.clone()).prop_map(|sku| match sku {
             Some(sku) => json!({ "sku": sku }),
@@ -308,9 +393,13 @@ proptest! {
 
 #[test]
 fn changing_a_rule_changes_the_hash() {
-    let a = RuleSet::from_yaml_str(&format!("name: h\nrules:\n  - {}\n", SHUFFLE_RULES[0])).expect("valid");
-    let b = RuleSet::from_yaml_str(&format!("name: h\nrules:\n  - {}\n", SHUFFLE_RULES[0].replace("100", "101")))
+    let a = RuleSet::from_yaml_str(&format!("name: h\nrules:\n  - {}\n", SHUFFLE_RULES[0]))
         .expect("valid");
+    let b = RuleSet::from_yaml_str(&format!(
+        "name: h\nrules:\n  - {}\n",
+        SHUFFLE_RULES[0].replace("100", "101")
+    ))
+    .expect("valid");
     assert_ne!(a.hash(), b.hash());
     assert!(a.version_id().starts_with("h@"));
     assert_eq!(a.hash().len(), 16);
