@@ -1,7 +1,7 @@
 //! A fresh Postgres database per test, created through the admin URL and named uniquely.
 
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
-use sqlx::{ConnectOptions, Connection, PgConnection};
+use sqlx::{AssertSqlSafe, ConnectOptions, Connection, PgConnection};
 
 use crate::{Endpoints, Result, SupportError, unique_name};
 
@@ -29,8 +29,9 @@ impl TestDatabase {
         let mut admin = PgConnection::connect(&admin_url)
             .await
             .map_err(unreachable)?;
-        // The name is ours (ASCII letters, digits, underscores), so quoting it is enough.
-        sqlx::raw_sql(&format!("CREATE DATABASE \"{name}\""))
+        // The name is ours (ASCII letters, digits, underscores), so quoting it is enough: it cannot
+        // carry an injection, which is what AssertSqlSafe asserts.
+        sqlx::raw_sql(AssertSqlSafe(format!("CREATE DATABASE \"{name}\"")))
             .execute(&mut admin)
             .await
             .map_err(|e| SupportError::Create {
@@ -70,10 +71,10 @@ impl TestDatabase {
                     endpoint: self.admin_url.clone(),
                     source: Box::new(e),
                 })?;
-        sqlx::raw_sql(&format!(
+        sqlx::raw_sql(AssertSqlSafe(format!(
             "DROP DATABASE IF EXISTS \"{}\" WITH (FORCE)",
             self.name
-        ))
+        )))
         .execute(&mut admin)
         .await
         .map_err(|e| SupportError::Create {
