@@ -246,6 +246,10 @@ rules:
     // Division by zero is an evaluation error in regorus: a violation, not a crash.
     let broken = e.evaluate(&json!({"amount": 1, "divisor": 0}));
     assert_eq!(broken.verdict, Verdict::SoftFail, "{broken:?}");
+    assert!(
+        broken.violations[0].message.starts_with("Rego evaluation failed"),
+        "{broken:?}"
+    );
 }
 
 #[test]
