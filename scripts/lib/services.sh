@@ -1,7 +1,7 @@
 # Start, check and stop each local server. start_X is idempotent: if our process is already up it
 # says so and returns; if a stranger holds the port it stops with the port and the variable.
 
-SERVICES_ALL="postgres kafka kinesis kinesalite dynamodb sqs"
+SERVICES_ALL="postgres kafka kinesis kinesalite dynamodb sqs registry"
 
 http_answers() { curl -s -o /dev/null -m 2 "$1"; }
 
@@ -120,9 +120,30 @@ stop_postgres() {
   say "stopped postgres (throwaway cluster removed)"
 }
 
+# The project's own Confluent-compatible registry (crates/schema-registry-server), built from this
+# checkout and stored in its own database on the Postgres above.
+start_registry() {
+  local port=$SUMMIT_REGISTRY_PORT db=summit_registry bin
+  our_pid registry >/dev/null && { say "registry already running on 127.0.0.1:$port"; return 0; }
+  require_free_port registry "$port"
+  say "building the schema registry"
+  cargo build --quiet -p schema-registry-server --bin schema-registry \
+    || die "could not build the schema registry (cargo build -p schema-registry-server)"
+  bin="${CARGO_TARGET_DIR:-$REPO_ROOT/target}/debug/schema-registry"
+  psql -q -h 127.0.0.1 -p "$SUMMIT_PG_PORT" -U postgres -d postgres -tAc \
+    "SELECT 1 FROM pg_database WHERE datname = '$db'" | grep -q 1 \
+    || psql -q -h 127.0.0.1 -p "$SUMMIT_PG_PORT" -U postgres -d postgres -c "CREATE DATABASE $db" >/dev/null \
+    || die "could not create database $db for the registry on 127.0.0.1:$SUMMIT_PG_PORT"
+  launch registry "$bin" env SUMMIT_REGISTRY_LISTEN="127.0.0.1:$port" \
+    SUMMIT_REGISTRY_DATABASE_URL="postgres://postgres@127.0.0.1:$SUMMIT_PG_PORT/$db" "$bin"
+  wait_until registry 60 http_answers "http://127.0.0.1:$port/subjects" \
+    || die "the schema registry did not start; log: $LOG_DIR/registry.log"
+  say "registry up on 127.0.0.1:$port"
+}
+
 start_service() {
   case "$1" in
-    kafka|kinesis|kinesalite|dynamodb|sqs|postgres) "start_$1" ;;
+    kafka|kinesis|kinesalite|dynamodb|sqs|postgres|registry) "start_$1" ;;
     *) die "unknown service '$1' (known: $SERVICES_ALL)" ;;
   esac
 }
