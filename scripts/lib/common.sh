@@ -30,6 +30,8 @@ export SUMMIT_KINESALITE_ENDPOINT="http://127.0.0.1:$SUMMIT_KINESALITE_PORT"
 export SUMMIT_DYNAMODB_ENDPOINT="http://127.0.0.1:$SUMMIT_DYNAMODB_PORT"
 export SUMMIT_SQS_ENDPOINT="http://127.0.0.1:$SUMMIT_SQS_PORT"
 export SUMMIT_POSTGRES_URL="postgres://postgres@127.0.0.1:$SUMMIT_PG_PORT/postgres"
+# Tests start private brokers (behind a fault-injecting proxy) from the same pinned binary.
+export SUMMIT_TANSU_BIN="$CACHE_DIR/tansu/tansu"
 export SUMMIT_REGISTRY_URL="http://127.0.0.1:$SUMMIT_REGISTRY_PORT"
 export SUMMIT_AWS_REGION
 # The AWS SDK must never look for real credentials or the EC2 metadata service here.

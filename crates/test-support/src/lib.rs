@@ -6,6 +6,7 @@
 //! script exports the same variables when it moves a port.
 
 mod endpoints;
+pub mod fault_proxy;
 mod names;
 
 #[cfg(feature = "aws")]

@@ -63,14 +63,13 @@ impl TestDatabase {
     /// Closes the pool and drops the database.
     pub async fn drop_database(self) -> Result<()> {
         self.pool.close().await;
-        let mut admin =
-            PgConnection::connect(&self.admin_url)
-                .await
-                .map_err(|e| SupportError::Unreachable {
-                    server: "postgres",
-                    endpoint: self.admin_url.clone(),
-                    source: Box::new(e),
-                })?;
+        let mut admin = PgConnection::connect(&self.admin_url).await.map_err(|e| {
+            SupportError::Unreachable {
+                server: "postgres",
+                endpoint: self.admin_url.clone(),
+                source: Box::new(e),
+            }
+        })?;
         sqlx::raw_sql(AssertSqlSafe(format!(
             "DROP DATABASE IF EXISTS \"{}\" WITH (FORCE)",
             self.name

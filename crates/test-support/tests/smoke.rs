@@ -107,7 +107,11 @@ mod kafka {
             assert_eq!(message.payload(), Some(&b"v0"[..]));
             let mut offsets = TopicPartitionList::new();
             offsets
-                .add_partition_offset(&topic, message.partition(), Offset::Offset(message.offset() + 1))
+                .add_partition_offset(
+                    &topic,
+                    message.partition(),
+                    Offset::Offset(message.offset() + 1),
+                )
                 .expect("offset");
             first.commit(&offsets, CommitMode::Sync).expect("commit");
             first.unsubscribe();
@@ -120,7 +124,11 @@ mod kafka {
             .await
             .expect("record within wait")
             .expect("record");
-        assert_eq!(message.payload(), Some(&b"v1"[..]), "resumed at the wrong offset");
+        assert_eq!(
+            message.payload(),
+            Some(&b"v1"[..]),
+            "resumed at the wrong offset"
+        );
     }
 }
 
@@ -137,7 +145,9 @@ mod kinesis {
     async fn put_records_then_get_records() {
         let endpoints = Endpoints::from_env();
         let client = kinesis::client(&endpoints).await;
-        let stream = kinesis::create_stream(&client, "smoke-poll", 1).await.expect("stream");
+        let stream = kinesis::create_stream(&client, "smoke-poll", 1)
+            .await
+            .expect("stream");
 
         let entries: Vec<_> = (0..5)
             .map(|i| {
@@ -157,7 +167,12 @@ mod kinesis {
             .expect("PutRecords");
         assert_eq!(put.failed_record_count, Some(0));
 
-        let shards = client.list_shards().stream_name(&stream).send().await.expect("ListShards");
+        let shards = client
+            .list_shards()
+            .stream_name(&stream)
+            .send()
+            .await
+            .expect("ListShards");
         let shard_id = shards.shards()[0].shard_id().to_owned();
         let iterator = client
             .get_shard_iterator()
@@ -180,14 +195,19 @@ mod kinesis {
             .iter()
             .map(|r| String::from_utf8_lossy(r.data().as_ref()).into_owned())
             .collect();
-        assert_eq!(bodies, (0..5).map(|i| format!("record-{i}")).collect::<Vec<_>>());
+        assert_eq!(
+            bodies,
+            (0..5).map(|i| format!("record-{i}")).collect::<Vec<_>>()
+        );
     }
 
     #[tokio::test]
     async fn subscribe_to_shard_receives_a_live_record() {
         let endpoints = Endpoints::from_env();
         let client = kinesis::client(&endpoints).await;
-        let stream = kinesis::create_stream(&client, "smoke-efo", 1).await.expect("stream");
+        let stream = kinesis::create_stream(&client, "smoke-efo", 1)
+            .await
+            .expect("stream");
         let description = client
             .describe_stream_summary()
             .stream_name(&stream)
@@ -219,10 +239,18 @@ mod kinesis {
             if status == Some(ConsumerStatus::Active) {
                 break;
             }
-            assert!(tokio::time::Instant::now() < deadline, "consumer never became ACTIVE");
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "consumer never became ACTIVE"
+            );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        let shards = client.list_shards().stream_name(&stream).send().await.expect("ListShards");
+        let shards = client
+            .list_shards()
+            .stream_name(&stream)
+            .send()
+            .await
+            .expect("ListShards");
         let shard_id = shards.shards()[0].shard_id().to_owned();
 
         let mut subscription = client
@@ -251,7 +279,12 @@ mod kinesis {
 
         let received = tokio::time::timeout(WAIT, async {
             loop {
-                match subscription.event_stream.recv().await.expect("event stream") {
+                match subscription
+                    .event_stream
+                    .recv()
+                    .await
+                    .expect("event stream")
+                {
                     Some(SubscribeToShardEventStream::SubscribeToShardEvent(event)) => {
                         if let Some(record) = event.records().first() {
                             return String::from_utf8_lossy(record.data().as_ref()).into_owned();
@@ -310,7 +343,10 @@ mod dynamodb {
             .expect("GetItem")
             .item
             .expect("item");
-        assert_eq!(item.get("owner"), Some(&AttributeValue::S("worker-a".into())));
+        assert_eq!(
+            item.get("owner"),
+            Some(&AttributeValue::S("worker-a".into()))
+        );
     }
 }
 
@@ -323,7 +359,9 @@ mod sqs {
     async fn send_receive_delete_with_attributes() {
         let endpoints = Endpoints::from_env();
         let client = sqs::client(&endpoints).await;
-        let queue = sqs::create_queue(&client, "smoke-dlq").await.expect("queue");
+        let queue = sqs::create_queue(&client, "smoke-dlq")
+            .await
+            .expect("queue");
 
         client
             .send_message()
@@ -388,7 +426,9 @@ mod postgres {
     #[tokio::test]
     async fn sqlx_round_trip_in_a_fresh_database() {
         let endpoints = Endpoints::from_env();
-        let db = TestDatabase::create(&endpoints, "smoke").await.expect("database");
+        let db = TestDatabase::create(&endpoints, "smoke")
+            .await
+            .expect("database");
         sqlx::query("CREATE TABLE checkpoints (shard TEXT PRIMARY KEY, sequence TEXT NOT NULL)")
             .execute(&db.pool)
             .await
@@ -405,7 +445,60 @@ mod postgres {
                 .fetch_one(&db.pool)
                 .await
                 .expect("select");
-        assert_eq!(sequence, "49590338271490256608559692538361571095921575989136588898");
+        assert_eq!(
+            sequence,
+            "49590338271490256608559692538361571095921575989136588898"
+        );
         db.drop_database().await.expect("drop");
+    }
+}
+
+mod fault_injection {
+    use super::*;
+    use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+    use summit_test_support::fault_proxy::Fault;
+    use summit_test_support::kafka::{self, ProxiedBroker};
+
+    #[tokio::test]
+    async fn a_blackholed_broker_stops_deliveries_until_it_is_lifted() {
+        let base = Endpoints::from_env();
+        let broker = ProxiedBroker::start().await.expect("private broker");
+        let endpoints = broker.endpoints(&base);
+        let topic = kafka::create_topic(&endpoints, "smoke-proxy", 1)
+            .await
+            .expect("topic");
+        let producer: FutureProducer = kafka::client_config(&endpoints)
+            .set("message.timeout.ms", "20000")
+            .create()
+            .expect("producer");
+        producer
+            .send(
+                FutureRecord::to(&topic)
+                    .key("a")
+                    .payload("through the proxy"),
+                WAIT,
+            )
+            .await
+            .map_err(|(e, _)| e)
+            .expect("delivered through the proxy");
+        let (up, _) = broker.proxy.bytes_forwarded();
+        assert!(up > 0, "traffic bypassed the proxy");
+
+        broker.proxy.set_fault(Fault::Blackhole);
+        let stuck = producer.send(FutureRecord::to(&topic).key("b").payload("held"), WAIT);
+        tokio::pin!(stuck);
+        assert!(
+            tokio::time::timeout(Duration::from_secs(2), &mut stuck)
+                .await
+                .is_err(),
+            "a delivery was acknowledged while the broker was blackholed"
+        );
+
+        broker.proxy.set_fault(Fault::None);
+        stuck
+            .await
+            .map_err(|(e, _)| e)
+            .expect("delivered once the blackhole lifted");
+        producer.flush(WAIT).expect("flush");
     }
 }
