@@ -1,0 +1,346 @@
+//! The outputs derived from one source record, with the headers of DESIGN §3 and §4.
+//!
+//! Every output carries the source record's `summit-event-id` and `summit-source` (DESIGN §4:
+//! any source record can be accounted for from the outputs alone). Values are the payload bytes
+//! as received: nothing is re-encoded.
+
+use dq_rules::{Verdict, Violation};
+use rdkafka::message::{Header, OwnedHeaders};
+use serde::Serialize;
+use summit_envelope::headers::DlqErrorKind;
+use summit_envelope::{TraceContext, headers, topics};
+
+use crate::OutputKind;
+
+/// A record ready to be produced. It is owned so that a failed delivery can be sent again.
+#[derive(Debug, Clone)]
+pub struct OutboundRecord {
+    pub kind: OutputKind,
+    pub topic: String,
+    pub key: Option<Vec<u8>>,
+    pub payload: Vec<u8>,
+    pub headers: OwnedHeaders,
+}
+
+/// Who a derived record descends from: the same on every output of one source record.
+#[derive(Debug, Clone, Copy)]
+pub struct Provenance<'a> {
+    /// Hyphenated UUID from [`summit_envelope::event_id`].
+    pub event_id: &'a str,
+    /// The `summit-source` URI.
+    pub source: &'a str,
+    /// The context this stage writes: the source's continued (child) or a new root.
+    pub trace: Option<&'a TraceContext>,
+    /// Passed through unchanged from the source when present.
+    pub tracestate: Option<&'a str>,
+}
+
+/// How a decoded record was judged.
+#[derive(Debug, Clone, Copy)]
+pub struct Judgement<'a> {
+    pub verdict: Verdict,
+    /// `<name>@<hash>` of the rule set.
+    pub ruleset: &'a str,
+    /// The `summit-schema` value: `<subject>/<version>` or the registry id.
+    pub schema: &'a str,
+    pub violations: &'a [Violation],
+    /// Epoch milliseconds of the source record's timestamp.
+    pub event_time_ms: i64,
+    pub ingest_time_ms: i64,
+}
+
+fn put(headers: OwnedHeaders, key: &str, value: &str) -> OwnedHeaders {
+    headers.insert(Header {
+        key,
+        value: Some(value),
+    })
+}
+
+fn provenance_headers(capacity: usize, provenance: &Provenance<'_>) -> OwnedHeaders {
+    let mut out = OwnedHeaders::new_with_capacity(capacity);
+    if let Some(trace) = provenance.trace {
+        out = put(out, headers::TRACEPARENT, &trace.to_string());
+    }
+    if let Some(state) = provenance.tracestate {
+        out = put(out, headers::TRACESTATE, state);
+    }
+    out = put(out, headers::EVENT_ID, provenance.event_id);
+    put(out, headers::SOURCE, provenance.source)
+}
+
+fn judgement_headers(mut out: OwnedHeaders, judgement: &Judgement<'_>) -> OwnedHeaders {
+    out = put(out, headers::SCHEMA, judgement.schema);
+    out = put(out, headers::DQ, judgement.verdict.as_str());
+    out = put(out, headers::DQ_RULESET, judgement.ruleset);
+    out = put(
+        out,
+        headers::EVENT_TIME,
+        &judgement.event_time_ms.to_string(),
+    );
+    put(
+        out,
+        headers::INGEST_TIME,
+        &judgement.ingest_time_ms.to_string(),
+    )
+}
+
+/// A `pass` record for `mesh.<dataset>`.
+pub fn mesh_record(
+    dataset: &str,
+    key: Option<&[u8]>,
+    payload: &[u8],
+    provenance: &Provenance<'_>,
+    judgement: &Judgement<'_>,
+) -> OutboundRecord {
+    let headers = judgement_headers(provenance_headers(10, provenance), judgement);
+    OutboundRecord {
+        kind: OutputKind::Mesh,
+        topic: topics::mesh(dataset),
+        key: key.map(<[u8]>::to_vec),
+        payload: payload.to_vec(),
+        headers,
+    }
+}
+
+/// A `soft_fail` record for `dq.quarantine.<dataset>`, with `summit-dq-violations`.
+pub fn quarantine_record(
+    dataset: &str,
+    key: Option<&[u8]>,
+    payload: &[u8],
+    provenance: &Provenance<'_>,
+    judgement: &Judgement<'_>,
+) -> OutboundRecord {
+    let mut headers = judgement_headers(provenance_headers(11, provenance), judgement);
+    headers = put(
+        headers,
+        headers::DQ_VIOLATIONS,
+        &violations_json(judgement.violations),
+    );
+    OutboundRecord {
+        kind: OutputKind::Quarantine,
+        topic: topics::quarantine(dataset),
+        key: key.map(<[u8]>::to_vec),
+        payload: payload.to_vec(),
+        headers,
+    }
+}
+
+fn violations_json(violations: &[Violation]) -> String {
+    // Serializing plain strings and enums into a String cannot fail; the fallback only keeps
+    // the header well-formed if that ever changes.
+    serde_json::to_string(violations).unwrap_or_else(|_| "[]".to_owned())
+}
+
+/// Why a record is dead-lettered, as written in the DLQ headers.
+#[derive(Debug, Clone, Copy)]
+pub struct Rejection<'a> {
+    pub kind: DlqErrorKind,
+    pub error: &'a str,
+    pub failed_at_ms: i64,
+}
+
+/// A record for `dlq.<source-topic>`: the source's own headers first (so a replay sees what
+/// the source sent, minus the ones this stage sets), then DESIGN §4's error headers.
+pub fn dlq_record<'h>(
+    source_topic: &str,
+    key: Option<&[u8]>,
+    payload: &[u8],
+    source_headers: impl IntoIterator<Item = (&'h str, Option<&'h [u8]>)>,
+    provenance: &Provenance<'_>,
+    rejection: &Rejection<'_>,
+) -> OutboundRecord {
+    let mut out = OwnedHeaders::new();
+    for (name, value) in source_headers {
+        if [headers::EVENT_ID, headers::SOURCE].contains(&name) {
+            continue;
+        }
+        out = out.insert(Header { key: name, value });
+    }
+    out = put(out, headers::EVENT_ID, provenance.event_id);
+    out = put(out, headers::SOURCE, provenance.source);
+    out = put(out, headers::ERROR_KIND, rejection.kind.as_str());
+    // Header values are bounded so a huge error text cannot make the DLQ record undeliverable.
+    let error: String = rejection.error.chars().take(4096).collect();
+    out = put(out, headers::ERROR, &error);
+    out = put(out, headers::FAILED_AT, &rejection.failed_at_ms.to_string());
+    OutboundRecord {
+        kind: OutputKind::DeadLetter,
+        topic: topics::dlq(source_topic),
+        key: key.map(<[u8]>::to_vec),
+        payload: payload.to_vec(),
+        headers: out,
+    }
+}
+
+/// The JSON body of a `dq.events` validation result.
+#[derive(Debug, Serialize)]
+struct DqEvent<'a> {
+    event_id: &'a str,
+    source: &'a str,
+    dataset: &'a str,
+    stage: &'a str,
+    outcome: &'a str,
+    ruleset: &'a str,
+    schema: &'a str,
+    violations: &'a [Violation],
+    event_time: i64,
+    ingest_time: i64,
+}
+
+/// One `dq.events` record for a non-pass record, keyed by event id. `stage` is `ingest` or
+/// `post_transform` (DESIGN §5).
+pub fn dq_event_record(
+    dataset: &str,
+    stage: &str,
+    provenance: &Provenance<'_>,
+    judgement: &Judgement<'_>,
+) -> OutboundRecord {
+    let body = DqEvent {
+        event_id: provenance.event_id,
+        source: provenance.source,
+        dataset,
+        stage,
+        outcome: judgement.verdict.as_str(),
+        ruleset: judgement.ruleset,
+        schema: judgement.schema,
+        violations: judgement.violations,
+        event_time: judgement.event_time_ms,
+        ingest_time: judgement.ingest_time_ms,
+    };
+    let payload = serde_json::to_vec(&body).unwrap_or_default();
+    let headers = put(
+        judgement_headers(provenance_headers(10, provenance), judgement),
+        "content-type",
+        "application/json",
+    );
+    OutboundRecord {
+        kind: OutputKind::DqEvent,
+        topic: topics::DQ_EVENTS.to_owned(),
+        key: Some(provenance.event_id.as_bytes().to_vec()),
+        payload,
+        headers,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use rdkafka::message::Headers;
+
+    use super::*;
+
+    fn header(headers: &OwnedHeaders, name: &str) -> Option<String> {
+        headers
+            .iter()
+            .find(|h| h.key == name)
+            .and_then(|h| h.value)
+            .map(|v| String::from_utf8_lossy(v).into_owned())
+    }
+
+    fn sample() -> (TraceContext, Vec<Violation>) {
+        let trace = TraceContext::parse("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01")
+            .expect("valid");
+        let violation = Violation {
+            rule_id: "amount".into(),
+            field: "amount".into(),
+            severity: dq_rules::Severity::Soft,
+            message: "out of range".into(),
+            observed: Some("-1".into()),
+        };
+        (trace, vec![violation])
+    }
+
+    #[test]
+    fn quarantine_and_dq_event_carry_provenance_and_violations() {
+        let (trace, violations) = sample();
+        let provenance = Provenance {
+            event_id: "e-1",
+            source: "kafka://local/orders/0/7",
+            trace: Some(&trace),
+            tracestate: Some("k=v"),
+        };
+        let judgement = Judgement {
+            verdict: Verdict::SoftFail,
+            ruleset: "orders@abc",
+            schema: "3",
+            violations: &violations,
+            event_time_ms: 1000,
+            ingest_time_ms: 2000,
+        };
+        let q = quarantine_record("orders", Some(b"k"), b"raw", &provenance, &judgement);
+        assert_eq!(q.topic, topics::quarantine("orders"));
+        assert_eq!(q.payload, b"raw");
+        assert_eq!(
+            header(&q.headers, headers::DQ).as_deref(),
+            Some("soft_fail")
+        );
+        assert_eq!(
+            header(&q.headers, headers::TRACEPARENT),
+            Some(trace.to_string())
+        );
+        let listed: serde_json::Value =
+            serde_json::from_str(&header(&q.headers, headers::DQ_VIOLATIONS).expect("violations"))
+                .expect("json");
+        assert_eq!(listed[0]["rule_id"], "amount");
+
+        let event = dq_event_record("orders", "ingest", &provenance, &judgement);
+        let body: serde_json::Value = serde_json::from_slice(&event.payload).expect("json");
+        assert_eq!(body["event_id"], "e-1");
+        assert_eq!(body["outcome"], "soft_fail");
+        assert_eq!(body["violations"][0]["severity"], "soft");
+        assert_eq!(event.topic, topics::DQ_EVENTS);
+        assert_eq!(
+            header(&event.headers, headers::EVENT_ID).as_deref(),
+            Some("e-1")
+        );
+    }
+
+    #[test]
+    fn dlq_keeps_source_headers_but_never_a_forged_event_id() {
+        let provenance = Provenance {
+            event_id: "e-2",
+            source: "kafka://local/orders/1/9",
+            trace: None,
+            tracestate: None,
+        };
+        let rejection = Rejection {
+            kind: DlqErrorKind::BadHeader,
+            error: "invalid traceparent",
+            failed_at_ms: 5,
+        };
+        let source_headers = [
+            ("traceparent", Some(&b"garbage"[..])),
+            (headers::EVENT_ID, Some(&b"forged"[..])),
+        ];
+        let record = dlq_record(
+            "orders",
+            None,
+            b"x",
+            source_headers,
+            &provenance,
+            &rejection,
+        );
+        assert_eq!(record.topic, topics::dlq("orders"));
+        assert_eq!(
+            header(&record.headers, "traceparent").as_deref(),
+            Some("garbage")
+        );
+        let ids: Vec<_> = record
+            .headers
+            .iter()
+            .filter(|h| h.key == headers::EVENT_ID)
+            .collect();
+        assert_eq!(ids.len(), 1);
+        assert_eq!(
+            header(&record.headers, headers::EVENT_ID).as_deref(),
+            Some("e-2")
+        );
+        assert_eq!(
+            header(&record.headers, headers::ERROR_KIND).as_deref(),
+            Some("bad_header")
+        );
+        assert_eq!(
+            header(&record.headers, headers::FAILED_AT).as_deref(),
+            Some("5")
+        );
+    }
+}

@@ -1,0 +1,1 @@
+//! kafka-consumer (work in progress).
