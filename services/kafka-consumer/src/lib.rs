@@ -1,1 +1,7 @@
-//! kafka-consumer (work in progress).
+//! kafka-consumer: Kafka source topics into the Summit event mesh (DESIGN §1, §3, §4, §8).
+//!
+//! `config` reads and checks the configuration, `routing` resolves a source topic to its
+//! dataset, decoder and rule set, `rebalance` drains and commits revoked partitions, and
+//! `pipeline` runs consume → decode → dq → route with ordered offset commits.
+
+pub mod config;

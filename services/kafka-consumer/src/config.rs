@@ -1,0 +1,507 @@
+//! The service configuration: one YAML file plus `SUMMIT_` environment overrides, refused as a
+//! whole when any key is unknown or any value is unusable, with the key named in the error.
+//!
+//! Overrides: `SUMMIT_<SECTION>__<KEY>[__<KEY>...]` sets `section.key...`; a numeric segment
+//! indexes a list (`SUMMIT_ROUTES__0__RULES=/etc/rules.yaml`). The value is read as a YAML
+//! scalar, so `SUMMIT_LIMITS__MAX_IN_FLIGHT_RECORDS=500` is a number. Variables without `__`
+//! (such as `SUMMIT_KAFKA_BOOTSTRAP`, used by the test tooling) are not overrides.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+use serde_yaml_ng::Value as YamlValue;
+
+pub const ENV_PREFIX: &str = "SUMMIT_";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config file {path} is not valid YAML: {message}")]
+    Syntax { path: PathBuf, message: String },
+    #[error("environment variable {variable}: {problem}")]
+    Environment { variable: String, problem: String },
+    /// `key` is the dotted path (`routes[0].topic_pattern`), or `(root)`.
+    #[error("config key `{key}`: {problem}")]
+    Invalid { key: String, problem: String },
+}
+
+impl ConfigError {
+    pub fn invalid(key: impl Into<String>, problem: impl std::fmt::Display) -> Self {
+        Self::Invalid {
+            key: key.into(),
+            problem: problem.to_string(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default)]
+    pub service: ServiceConfig,
+    pub kafka: KafkaConfig,
+    #[serde(default)]
+    pub mesh: MeshConfig,
+    /// Required when any route names a schema subject.
+    #[serde(default)]
+    pub schema_registry: Option<RegistryConfig>,
+    #[serde(default)]
+    pub delivery: DeliveryConfig,
+    #[serde(default)]
+    pub limits: LimitsConfig,
+    pub routes: Vec<RouteConfig>,
+    /// Directory of the config file: relative rule paths are resolved against it.
+    #[serde(skip)]
+    pub base_dir: PathBuf,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServiceConfig {
+    /// Names this instance in logs and client ids; defaults to `kafka-consumer-<pid>`.
+    pub instance_id: Option<String>,
+    /// SIGTERM/SIGINT: time allowed to drain in-flight outputs, commit and exit.
+    #[serde(with = "humantime_serde")]
+    pub shutdown_grace: Duration,
+}
+
+impl Default for ServiceConfig {
+    fn default() -> Self {
+        Self {
+            instance_id: None,
+            shutdown_grace: Duration::from_secs(30),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KafkaConfig {
+    pub bootstrap_servers: String,
+    pub group_id: String,
+    /// The `<cluster>` segment of `summit-source` URIs (and so of every event id): keep it
+    /// stable, or replays get new ids.
+    pub cluster_name: String,
+    /// Consumer group session timeout. Kept short by default: tansu answers a JoinGroup only
+    /// after half of it.
+    #[serde(default = "default_session_timeout", with = "humantime_serde")]
+    pub session_timeout: Duration,
+    /// Extra librdkafka consumer properties (override the service's defaults).
+    #[serde(default)]
+    pub consumer_properties: BTreeMap<String, String>,
+}
+
+fn default_session_timeout() -> Duration {
+    Duration::from_secs(6)
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MeshConfig {
+    /// The mesh cluster; defaults to `kafka.bootstrap_servers`.
+    pub bootstrap_servers: Option<String>,
+    /// Extra librdkafka producer properties.
+    #[serde(default)]
+    pub producer_properties: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegistryConfig {
+    pub url: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum DeliveryMode {
+    #[default]
+    EffectivelyOnce,
+    ExactlyOnce,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DeliveryConfig {
+    pub mode: DeliveryMode,
+    /// How often acknowledged offsets are committed.
+    #[serde(with = "humantime_serde")]
+    pub commit_interval: Duration,
+    /// Backoff for failed deliveries and registry outages: `retry_backoff` doubling up to
+    /// `retry_backoff_max`, forever (nothing is skipped).
+    #[serde(with = "humantime_serde")]
+    pub retry_backoff: Duration,
+    #[serde(with = "humantime_serde")]
+    pub retry_backoff_max: Duration,
+    /// On revoke, how long to wait for the revoked partitions' outputs before releasing them
+    /// uncommitted (their records are then processed again by the next owner, same event ids).
+    #[serde(with = "humantime_serde")]
+    pub rebalance_drain_timeout: Duration,
+}
+
+impl Default for DeliveryConfig {
+    fn default() -> Self {
+        Self {
+            mode: DeliveryMode::EffectivelyOnce,
+            commit_interval: Duration::from_millis(500),
+            retry_backoff: Duration::from_millis(100),
+            retry_backoff_max: Duration::from_secs(5),
+            rebalance_drain_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Memory bound: roughly `max_in_flight_bytes` × (1 + outputs per record, at most 2) for
+/// records awaiting acknowledgement, plus `fetch_queue_kbytes` prefetched by librdkafka, plus
+/// one record of `max_record_bytes`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsConfig {
+    /// Larger records (key + value) go to the DLQ as `oversize`.
+    pub max_record_bytes: u64,
+    /// Above this many unacknowledged source records, fetching pauses.
+    pub max_in_flight_records: u64,
+    /// Above this many unacknowledged source bytes, fetching pauses.
+    pub max_in_flight_bytes: u64,
+    /// librdkafka's prefetch queue per partition (`queued.max.messages.kbytes`).
+    pub fetch_queue_kbytes: u64,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        Self {
+            max_record_bytes: 1024 * 1024,
+            max_in_flight_records: 20_000,
+            max_in_flight_bytes: 64 * 1024 * 1024,
+            fetch_queue_kbytes: 16 * 1024,
+        }
+    }
+}
+
+/// Where records of some source topics go.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteConfig {
+    /// Source topics by name.
+    #[serde(default)]
+    pub topics: Vec<String>,
+    /// Source topics by regex; must start with `^` (librdkafka's marker for a pattern).
+    #[serde(default)]
+    pub topic_pattern: Option<String>,
+    /// Records go to `mesh.<dataset>` / `dq.quarantine.<dataset>`.
+    pub dataset: String,
+    /// Registry subject of the values (registry-framed Avro or JSON). Absent: plain JSON
+    /// values, no registry.
+    #[serde(default)]
+    pub subject: Option<String>,
+    /// dq-rules rule set file (relative to the config file).
+    pub rules: PathBuf,
+}
+
+impl Config {
+    /// Reads `path`, applies `SUMMIT_` overrides from `env`, and checks every value that can
+    /// be checked without the network.
+    pub fn load(
+        path: &Path,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        let base_dir = path
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| PathBuf::from("."));
+        Self::from_yaml(&text, path, base_dir, env)
+    }
+
+    pub fn from_yaml(
+        text: &str,
+        path: &Path,
+        base_dir: PathBuf,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Self, ConfigError> {
+        let mut document: YamlValue =
+            serde_yaml_ng::from_str(text).map_err(|e| ConfigError::Syntax {
+                path: path.to_owned(),
+                message: e.to_string(),
+            })?;
+        if document.is_null() {
+            document = YamlValue::Mapping(Default::default());
+        }
+        let mut overrides: Vec<(String, String)> = env
+            .into_iter()
+            .filter(|(name, _)| name.starts_with(ENV_PREFIX) && name.contains("__"))
+            .collect();
+        overrides.sort();
+        for (variable, value) in overrides {
+            apply_override(&mut document, &variable, &value)?;
+        }
+        let mut config: Config = serde_path_to_error::deserialize(document).map_err(|e| {
+            let key = e.path().to_string();
+            ConfigError::Invalid {
+                key: if key == "." { "(root)".to_owned() } else { key },
+                problem: e.into_inner().to_string(),
+            }
+        })?;
+        config.base_dir = base_dir;
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let nonempty = |key: &str, value: &str| {
+            if value.trim().is_empty() {
+                Err(ConfigError::invalid(key, "must not be empty"))
+            } else {
+                Ok(())
+            }
+        };
+        nonempty("kafka.bootstrap_servers", &self.kafka.bootstrap_servers)?;
+        nonempty("kafka.group_id", &self.kafka.group_id)?;
+        nonempty("kafka.cluster_name", &self.kafka.cluster_name)?;
+        if self.kafka.cluster_name.contains('/') {
+            return Err(ConfigError::invalid(
+                "kafka.cluster_name",
+                "must not contain `/` (it is a segment of summit-source URIs)",
+            ));
+        }
+        let positive = |key: &str, value: u64| {
+            if value == 0 {
+                Err(ConfigError::invalid(key, "must be greater than 0"))
+            } else {
+                Ok(())
+            }
+        };
+        positive("limits.max_record_bytes", self.limits.max_record_bytes)?;
+        positive(
+            "limits.max_in_flight_records",
+            self.limits.max_in_flight_records,
+        )?;
+        positive(
+            "limits.max_in_flight_bytes",
+            self.limits.max_in_flight_bytes,
+        )?;
+        positive("limits.fetch_queue_kbytes", self.limits.fetch_queue_kbytes)?;
+        let positive_duration = |key: &str, value: Duration| {
+            if value.is_zero() {
+                Err(ConfigError::invalid(key, "must be greater than 0"))
+            } else {
+                Ok(())
+            }
+        };
+        positive_duration("service.shutdown_grace", self.service.shutdown_grace)?;
+        positive_duration("kafka.session_timeout", self.kafka.session_timeout)?;
+        positive_duration("delivery.commit_interval", self.delivery.commit_interval)?;
+        positive_duration("delivery.retry_backoff", self.delivery.retry_backoff)?;
+        positive_duration(
+            "delivery.retry_backoff_max",
+            self.delivery.retry_backoff_max,
+        )?;
+        positive_duration(
+            "delivery.rebalance_drain_timeout",
+            self.delivery.rebalance_drain_timeout,
+        )?;
+        if self.delivery.mode == DeliveryMode::ExactlyOnce {
+            return Err(ConfigError::invalid(
+                "delivery.mode",
+                "exactly_once is not implemented in this build yet; use effectively_once",
+            ));
+        }
+        if self.routes.is_empty() {
+            return Err(ConfigError::invalid(
+                "routes",
+                "at least one route is needed",
+            ));
+        }
+        for (index, route) in self.routes.iter().enumerate() {
+            let key = |field: &str| format!("routes[{index}].{field}");
+            if route.topics.is_empty() && route.topic_pattern.is_none() {
+                return Err(ConfigError::invalid(
+                    format!("routes[{index}]"),
+                    "needs `topics` or `topic_pattern`",
+                ));
+            }
+            for topic in &route.topics {
+                nonempty(&key("topics"), topic)?;
+            }
+            if let Some(pattern) = &route.topic_pattern {
+                if !pattern.starts_with('^') {
+                    return Err(ConfigError::invalid(
+                        key("topic_pattern"),
+                        "must start with `^` (librdkafka subscribes by regex only then)",
+                    ));
+                }
+                regex::Regex::new(pattern)
+                    .map_err(|e| ConfigError::invalid(key("topic_pattern"), e))?;
+            }
+            nonempty(&key("dataset"), &route.dataset)?;
+            if let Some(subject) = &route.subject {
+                nonempty(&key("subject"), subject)?;
+                if self.schema_registry.is_none() {
+                    return Err(ConfigError::invalid(
+                        "schema_registry.url",
+                        format!("required because {} is set", key("subject")),
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    pub fn mesh_bootstrap_servers(&self) -> &str {
+        self.mesh
+            .bootstrap_servers
+            .as_deref()
+            .unwrap_or(&self.kafka.bootstrap_servers)
+    }
+
+    pub fn instance_id(&self) -> String {
+        self.service
+            .instance_id
+            .clone()
+            .unwrap_or_else(|| format!("kafka-consumer-{}", std::process::id()))
+    }
+
+    pub fn rules_path(&self, route: &RouteConfig) -> PathBuf {
+        self.base_dir.join(&route.rules)
+    }
+}
+
+fn apply_override(
+    document: &mut YamlValue,
+    variable: &str,
+    value: &str,
+) -> Result<(), ConfigError> {
+    let env_error = |problem: &str| ConfigError::Environment {
+        variable: variable.to_owned(),
+        problem: problem.to_owned(),
+    };
+    let path = &variable[ENV_PREFIX.len()..];
+    let segments: Vec<String> = path.split("__").map(str::to_ascii_lowercase).collect();
+    if segments.iter().any(String::is_empty) {
+        return Err(env_error("empty key segment"));
+    }
+    let parsed: YamlValue =
+        serde_yaml_ng::from_str(value).unwrap_or_else(|_| YamlValue::String(value.to_owned()));
+    let mut node = document;
+    for segment in &segments {
+        node = match node {
+            YamlValue::Sequence(items) => {
+                let index: usize = segment
+                    .parse()
+                    .map_err(|_| env_error("a list needs a numeric index segment"))?;
+                items
+                    .get_mut(index)
+                    .ok_or_else(|| env_error("list index out of range"))?
+            }
+            other => {
+                if other.is_null() {
+                    *other = YamlValue::Mapping(Default::default());
+                }
+                let YamlValue::Mapping(map) = other else {
+                    return Err(env_error("the key above this one is not a section"));
+                };
+                map.entry(YamlValue::String(segment.clone()))
+                    .or_insert(YamlValue::Null)
+            }
+        };
+    }
+    *node = parsed;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = r#"
+kafka: { bootstrap_servers: "127.0.0.1:19092", group_id: g, cluster_name: local }
+routes:
+  - { topics: [orders], dataset: orders, rules: orders.rules.yaml }
+"#;
+
+    fn parse(text: &str, env: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        Config::from_yaml(
+            text,
+            Path::new("test.yaml"),
+            PathBuf::from("/etc/summit"),
+            env.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())),
+        )
+    }
+
+    #[test]
+    fn defaults_and_env_overrides() {
+        let config = parse(
+            MINIMAL,
+            &[
+                ("SUMMIT_KAFKA__BOOTSTRAP_SERVERS", "broker:9092"),
+                ("SUMMIT_LIMITS__MAX_IN_FLIGHT_RECORDS", "500"),
+                ("SUMMIT_ROUTES__0__DATASET", "orders_v2"),
+                ("SUMMIT_KAFKA_BOOTSTRAP", "ignored: no double underscore"),
+            ],
+        )
+        .expect("valid");
+        assert_eq!(config.kafka.bootstrap_servers, "broker:9092");
+        assert_eq!(config.limits.max_in_flight_records, 500);
+        assert_eq!(config.routes[0].dataset, "orders_v2");
+        assert_eq!(config.delivery.mode, DeliveryMode::EffectivelyOnce);
+        assert_eq!(config.kafka.session_timeout, Duration::from_secs(6));
+        assert_eq!(config.mesh_bootstrap_servers(), "broker:9092");
+        assert_eq!(
+            config.rules_path(&config.routes[0]),
+            PathBuf::from("/etc/summit/orders.rules.yaml")
+        );
+    }
+
+    #[test]
+    fn unknown_keys_are_named_with_their_path() {
+        let text = MINIMAL.replace("group_id: g", "group_id: g, sesion_timeout: 5s");
+        let error = parse(&text, &[]).expect_err("typo");
+        let message = error.to_string();
+        assert!(message.contains("kafka"), "{message}");
+        assert!(message.contains("sesion_timeout"), "{message}");
+
+        let error = parse(MINIMAL, &[("SUMMIT_LIMITS__MAX_BYTES", "1")]).expect_err("env typo");
+        assert!(error.to_string().contains("max_bytes"), "{error}");
+    }
+
+    #[test]
+    fn bad_values_name_the_key() {
+        let cases = [
+            (
+                MINIMAL.replace("topics: [orders]", "topic_pattern: '^orders(['"),
+                "routes[0].topic_pattern",
+            ),
+            (
+                MINIMAL.replace("topics: [orders]", "topic_pattern: 'orders.*'"),
+                "routes[0].topic_pattern",
+            ),
+            (
+                format!("{MINIMAL}limits: {{ max_in_flight_bytes: 0 }}\n"),
+                "limits.max_in_flight_bytes",
+            ),
+            (
+                format!("{MINIMAL}delivery: {{ mode: at_most_once }}\n"),
+                "delivery.mode",
+            ),
+            (
+                MINIMAL.replace(
+                    "dataset: orders,",
+                    "dataset: orders, subject: orders-value,",
+                ),
+                "schema_registry.url",
+            ),
+        ];
+        for (text, key) in cases {
+            let error = parse(&text, &[]).expect_err(key);
+            assert!(error.to_string().contains(key), "{key}: {error}");
+        }
+    }
+}
