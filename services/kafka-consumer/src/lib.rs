@@ -5,3 +5,6 @@
 //! `pipeline` runs consume → decode → dq → route with ordered offset commits.
 
 pub mod config;
+pub mod pipeline;
+pub mod rebalance;
+pub mod routing;

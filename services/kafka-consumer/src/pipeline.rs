@@ -1,0 +1,657 @@
+//! consume → size/header checks → decode → dq → route, with offsets committed only after
+//! every output of a record (and of all earlier records of its partition) is acknowledged.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use dq_rules::{Outcome, Verdict};
+use rdkafka::ClientConfig;
+use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::error::KafkaError;
+use rdkafka::message::{BorrowedMessage, Headers, Message};
+use summit_envelope::headers::{self, DlqErrorKind};
+use summit_envelope::{SourceCoordinates, TraceContext, event_id, now_millis};
+use summit_mesh::records::{self, Judgement, Provenance, Rejection};
+use summit_mesh::{
+    DeliveryObserver, DeliveryTicket, Finalizer, InFlightBudget, MeshProducer, OutboundRecord,
+    PartitionKey, ProducerSettings,
+};
+use summit_schema::wire::VALUE_SCHEMA_ID_HEADER;
+use summit_schema::{DecodedPayload, Disposition, SchemaError};
+
+use crate::config::Config;
+use crate::rebalance::{RebalanceHandler, offsets_list};
+use crate::routing::{Route, RouteTable};
+
+/// What happened to one source record, for metrics and auto-ticketing.
+#[derive(Debug, Clone, Copy)]
+pub enum RecordOutcome<'a> {
+    Routed(&'a Outcome),
+    DeadLettered(DlqErrorKind),
+}
+
+/// Seam for metrics and tickets: told about every routed record, on the consuming task.
+pub trait OutcomeObserver: Send + Sync + std::fmt::Debug {
+    fn observe(&self, dataset: &str, event_id: &str, outcome: RecordOutcome<'_>);
+}
+
+/// Seam for lineage: called with the offsets about to be committed; an error holds the commit
+/// back (offsets stop advancing, nothing is skipped) until a later attempt succeeds.
+pub trait CommitGate: Send + Sync + std::fmt::Debug {
+    fn before_commit<'a>(
+        &'a self,
+        offsets: &'a [(PartitionKey, i64)],
+    ) -> Pin<Box<dyn Future<Output = Result<(), String>> + Send + 'a>>;
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PipelineError {
+    #[error("cannot create the Kafka consumer: {0}")]
+    Consumer(#[source] KafkaError),
+    #[error("cannot subscribe to {topics:?}: {source}")]
+    Subscribe {
+        topics: Vec<String>,
+        #[source]
+        source: KafkaError,
+    },
+    #[error(transparent)]
+    Producer(#[from] summit_mesh::MeshError),
+    #[error("schema registry: {0}")]
+    Fatal(#[source] SchemaError),
+}
+
+/// How a run ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Shutdown {
+    /// Every output was acknowledged and committed within the grace period.
+    pub drained: bool,
+}
+
+/// The running service.
+pub struct Pipeline {
+    config: Arc<Config>,
+    routes: RouteTable,
+    consumer: StreamConsumer<RebalanceHandler>,
+    producer: Arc<MeshProducer>,
+    finalizer: Arc<Finalizer>,
+    outcomes: Option<Arc<dyn OutcomeObserver>>,
+    commit_gate: Option<Arc<dyn CommitGate>>,
+    redelivery: tokio::task::JoinHandle<()>,
+}
+
+impl std::fmt::Debug for Pipeline {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pipeline")
+            .field("routes", &self.routes)
+            .field("finalizer", &self.finalizer)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Pipeline {
+    pub fn build(
+        config: Arc<Config>,
+        routes: RouteTable,
+        deliveries: Option<Arc<dyn DeliveryObserver>>,
+    ) -> Result<Self, PipelineError> {
+        let limits = &config.limits;
+        let finalizer = Arc::new(Finalizer::new(InFlightBudget::new(
+            limits.max_in_flight_records,
+            limits.max_in_flight_bytes,
+        )));
+        let instance = config.instance_id();
+        let mut consumer_config = ClientConfig::new();
+        consumer_config
+            .set("bootstrap.servers", &config.kafka.bootstrap_servers)
+            .set("group.id", &config.kafka.group_id)
+            .set("client.id", &instance)
+            .set("partition.assignment.strategy", "cooperative-sticky")
+            .set("enable.auto.commit", "false")
+            .set("enable.auto.offset.store", "false")
+            .set("auto.offset.reset", "earliest")
+            .set(
+                "session.timeout.ms",
+                config.kafka.session_timeout.as_millis().to_string(),
+            )
+            .set(
+                "heartbeat.interval.ms",
+                (config.kafka.session_timeout.as_millis() / 6)
+                    .max(100)
+                    .to_string(),
+            )
+            .set(
+                "queued.max.messages.kbytes",
+                limits.fetch_queue_kbytes.to_string(),
+            );
+        for (key, value) in &config.kafka.consumer_properties {
+            consumer_config.set(key, value);
+        }
+        let consumer: StreamConsumer<RebalanceHandler> = consumer_config
+            .create_with_context(RebalanceHandler::new(
+                finalizer.clone(),
+                config.delivery.rebalance_drain_timeout,
+            ))
+            .map_err(PipelineError::Consumer)?;
+
+        let settings = ProducerSettings {
+            bootstrap_servers: config.mesh_bootstrap_servers().to_owned(),
+            client_id: format!("{instance}-producer"),
+            properties: config
+                .mesh
+                .producer_properties
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+        };
+        let (producer, failed) = MeshProducer::new(&settings, finalizer.clone(), deliveries)?;
+        let producer = Arc::new(producer);
+        let redelivery = tokio::spawn(producer.clone().redeliver(
+            failed,
+            config.delivery.retry_backoff,
+            config.delivery.retry_backoff_max,
+        ));
+        Ok(Self {
+            config,
+            routes,
+            consumer,
+            producer,
+            finalizer,
+            outcomes: None,
+            commit_gate: None,
+            redelivery,
+        })
+    }
+
+    pub fn with_outcome_observer(mut self, observer: Arc<dyn OutcomeObserver>) -> Self {
+        self.outcomes = Some(observer);
+        self
+    }
+
+    pub fn with_commit_gate(mut self, gate: Arc<dyn CommitGate>) -> Self {
+        self.commit_gate = Some(gate);
+        self
+    }
+
+    /// Runs until `shutdown` resolves, then stops fetching, drains, commits and returns within
+    /// the configured grace period.
+    pub async fn run(
+        mut self,
+        shutdown: impl Future<Output = ()>,
+    ) -> Result<Shutdown, PipelineError> {
+        let subscription = RouteTable::subscription(&self.config);
+        let topics: Vec<&str> = subscription.iter().map(String::as_str).collect();
+        self.consumer
+            .subscribe(&topics)
+            .map_err(|source| PipelineError::Subscribe {
+                topics: subscription.clone(),
+                source,
+            })?;
+        tracing::info!(topics = ?subscription, "subscribed");
+
+        let mut commit_tick = tokio::time::interval(self.config.delivery.commit_interval);
+        commit_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut paused_generation: Option<u64> = None;
+        tokio::pin!(shutdown);
+        let finalizer = self.finalizer.clone();
+        let result = loop {
+            // Backpressure: pause every assigned partition while the budget is spent, and
+            // re-pause after a rebalance hands us new ones.
+            let generation = self.consumer.context().generation();
+            let budget = finalizer.budget();
+            if budget.is_exhausted() && paused_generation != Some(generation) {
+                self.set_paused(true);
+                paused_generation = Some(generation);
+            } else if paused_generation.is_some() && budget.may_resume() {
+                self.set_paused(false);
+                paused_generation = None;
+            }
+            tokio::select! {
+                biased;
+                () = &mut shutdown => break Ok(()),
+                _ = commit_tick.tick() => self.commit_ready().await,
+                () = budget.resume_mark_reached(), if paused_generation.is_some() => {}
+                received = self.consumer.recv() => match received {
+                    Ok(message) => {
+                        if let Err(error) = self.process(&message, &mut shutdown).await {
+                            break Err(error);
+                        }
+                    }
+                    Err(error) => tracing::warn!(%error, "consumer error"),
+                },
+            }
+        };
+        let drained = self.drain_and_close().await;
+        result.map(|()| Shutdown { drained })
+    }
+
+    fn set_paused(&self, paused: bool) {
+        let Ok(assignment) = self.consumer.assignment() else {
+            return;
+        };
+        let outcome = if paused {
+            self.consumer.pause(&assignment)
+        } else {
+            self.consumer.resume(&assignment)
+        };
+        let (records, bytes) = self.finalizer.budget().in_flight();
+        match outcome {
+            Ok(()) => tracing::debug!(paused, records, bytes, "fetching paused/resumed"),
+            Err(error) => tracing::warn!(%error, paused, "pause/resume failed"),
+        }
+    }
+
+    async fn commit_ready(&self) {
+        let offsets = self.finalizer.take_committable();
+        if offsets.is_empty() {
+            return;
+        }
+        if let Some(gate) = &self.commit_gate
+            && let Err(error) = gate.before_commit(&offsets).await
+        {
+            tracing::warn!(%error, "commit held back by the commit gate");
+            for (key, offset) in &offsets {
+                self.finalizer.commit_failed(key, *offset);
+            }
+            return;
+        }
+        if let Err(error) = self
+            .consumer
+            .commit(&offsets_list(&offsets), CommitMode::Async)
+        {
+            tracing::warn!(%error, "offset commit failed");
+            for (key, offset) in &offsets {
+                self.finalizer.commit_failed(key, *offset);
+            }
+        }
+    }
+
+    /// Stop fetching, wait for in-flight outputs within the grace period, commit, leave the
+    /// group (its revoke callback commits again, harmlessly) and flush the producer.
+    async fn drain_and_close(&mut self) -> bool {
+        let started = Instant::now();
+        let grace = self.config.service.shutdown_grace;
+        self.set_paused(true);
+        // Keep a slice of the grace period for the commit, the group leave and the flush.
+        let drain_deadline = started + grace.mul_f32(0.7);
+        while self.finalizer.pending(None) > 0 && Instant::now() < drain_deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let drained = self.finalizer.pending(None) == 0;
+        let offsets = self.finalizer.take_committable();
+        if !offsets.is_empty() {
+            let gate_ok = match &self.commit_gate {
+                Some(gate) => gate.before_commit(&offsets).await.is_ok(),
+                None => true,
+            };
+            if gate_ok
+                && let Err(error) = self
+                    .consumer
+                    .commit(&offsets_list(&offsets), CommitMode::Sync)
+            {
+                tracing::warn!(%error, "final commit failed");
+            }
+        }
+        self.consumer.unsubscribe();
+        let remaining = grace.saturating_sub(started.elapsed());
+        if let Err(error) = self.producer.flush(remaining.min(Duration::from_secs(5))) {
+            tracing::warn!(%error, "producer flush incomplete");
+        }
+        self.redelivery.abort();
+        tracing::info!(drained, elapsed = ?started.elapsed(), "stopped");
+        drained
+    }
+
+    async fn process(
+        &self,
+        message: &BorrowedMessage<'_>,
+        shutdown: &mut Pin<&mut impl Future<Output = ()>>,
+    ) -> Result<(), PipelineError> {
+        let topic = message.topic();
+        let partition = message.partition();
+        let offset = message.offset();
+        let ingest_time_ms = now_millis();
+        let event_time_ms = message.timestamp().to_millis().unwrap_or(ingest_time_ms);
+        let coordinates = SourceCoordinates::Kafka {
+            cluster: self.config.kafka.cluster_name.clone(),
+            topic: topic.to_owned(),
+            partition,
+            offset,
+        };
+        let source = coordinates.to_string();
+        let event_id = event_id(&coordinates).hyphenated().to_string();
+        let payload = message.payload().unwrap_or_default();
+        let key = message.key();
+        let bytes = (payload.len() + key.map_or(0, <[u8]>::len)) as u64;
+
+        let Some((topic_name, route)) = self.routes.resolve(topic) else {
+            // Subscriptions come from the routes, so this is a topic that matched a pattern
+            // librdkafka and the regex crate read differently: dead-letter, do not guess.
+            let provenance = Provenance {
+                event_id: &event_id,
+                source: &source,
+                trace: None,
+                tracestate: None,
+            };
+            let record = self.dead_letter(
+                message,
+                &provenance,
+                DlqErrorKind::Undecodable,
+                "no route matches this topic",
+            );
+            let partition_key = PartitionKey::new(topic, partition);
+            self.emit(partition_key, offset, bytes, event_time_ms, vec![record])
+                .await;
+            return Ok(());
+        };
+        let partition_key = PartitionKey {
+            topic: topic_name,
+            partition,
+        };
+
+        let mut traceparent: Option<&[u8]> = None;
+        let mut tracestate: Option<&[u8]> = None;
+        let mut schema_id: Option<&[u8]> = None;
+        if let Some(source_headers) = message.headers() {
+            for header in source_headers.iter() {
+                match header.key {
+                    headers::TRACEPARENT => traceparent = header.value,
+                    headers::TRACESTATE => tracestate = header.value,
+                    VALUE_SCHEMA_ID_HEADER => schema_id = header.value,
+                    _ => {}
+                }
+            }
+        }
+        let bare = Provenance {
+            event_id: &event_id,
+            source: &source,
+            trace: None,
+            tracestate: None,
+        };
+
+        if bytes > self.config.limits.max_record_bytes {
+            let error = format!(
+                "record is {bytes} bytes; limits.max_record_bytes is {}",
+                self.config.limits.max_record_bytes
+            );
+            return self
+                .reject(
+                    message,
+                    partition_key,
+                    &route,
+                    &bare,
+                    DlqErrorKind::Oversize,
+                    &error,
+                    event_time_ms,
+                )
+                .await;
+        }
+
+        let trace = match parse_trace(traceparent, tracestate) {
+            Ok(trace) => trace,
+            Err(error) => {
+                return self
+                    .reject(
+                        message,
+                        partition_key,
+                        &route,
+                        &bare,
+                        DlqErrorKind::BadHeader,
+                        &error,
+                        event_time_ms,
+                    )
+                    .await;
+            }
+        };
+        let (context, tracestate) = trace;
+        let provenance = Provenance {
+            event_id: &event_id,
+            source: &source,
+            trace: Some(&context),
+            tracestate,
+        };
+
+        let decoded = match self.decode(&route, payload, schema_id, shutdown).await {
+            Ok(Some(decoded)) => decoded,
+            // Shutdown while the registry was unreachable: the record stays uncommitted.
+            Ok(None) => return Ok(()),
+            Err(DecodeFailure::Record { kind, error }) => {
+                return self
+                    .reject(
+                        message,
+                        partition_key,
+                        &route,
+                        &provenance,
+                        kind,
+                        &error,
+                        event_time_ms,
+                    )
+                    .await;
+            }
+            Err(DecodeFailure::Fatal(error)) => return Err(PipelineError::Fatal(error)),
+        };
+        let (schema, payload_value) = decoded;
+        let outcome = match &payload_value {
+            DecodedPayload::Avro(value) => route.evaluator.evaluate(value),
+            DecodedPayload::Json(value) => route.evaluator.evaluate(value),
+        };
+        let judgement = Judgement {
+            verdict: outcome.verdict,
+            ruleset: &route.ruleset,
+            schema: &schema,
+            violations: &outcome.violations,
+            event_time_ms,
+            ingest_time_ms,
+        };
+        let dataset = &route.dataset;
+        let outputs = match outcome.verdict {
+            Verdict::Pass => vec![records::mesh_record(
+                dataset,
+                key,
+                payload,
+                &provenance,
+                &judgement,
+            )],
+            Verdict::SoftFail => vec![
+                records::quarantine_record(dataset, key, payload, &provenance, &judgement),
+                records::dq_event_record(dataset, "ingest", &provenance, &judgement),
+            ],
+            Verdict::HardFail => vec![records::dq_event_record(
+                dataset,
+                "ingest",
+                &provenance,
+                &judgement,
+            )],
+        };
+        if let Some(observer) = &self.outcomes {
+            observer.observe(dataset, &event_id, RecordOutcome::Routed(&outcome));
+        }
+        self.emit(partition_key, offset, bytes, event_time_ms, outputs)
+            .await;
+        Ok(())
+    }
+
+    /// Decodes with the registry (retrying while it is unreachable) or as plain JSON.
+    /// `Ok(None)`: shutdown arrived while waiting for the registry.
+    async fn decode(
+        &self,
+        route: &Route,
+        payload: &[u8],
+        schema_id: Option<&[u8]>,
+        shutdown: &mut Pin<&mut impl Future<Output = ()>>,
+    ) -> Result<Option<(String, DecodedPayload)>, DecodeFailure> {
+        let Some(decoder) = self.routes.decoder().filter(|_| route.subject.is_some()) else {
+            return match serde_json::from_slice(payload) {
+                Ok(value) => Ok(Some((
+                    "unregistered-json".to_owned(),
+                    DecodedPayload::Json(value),
+                ))),
+                Err(error) => Err(DecodeFailure::Record {
+                    kind: DlqErrorKind::Undecodable,
+                    error: format!("not JSON: {error}"),
+                }),
+            };
+        };
+        let mut attempt: u32 = 0;
+        loop {
+            match decoder.decode(payload, schema_id).await {
+                Ok(decoded) => return Ok(Some((decoded.schema_header(), decoded.payload))),
+                Err(error) => match error.disposition() {
+                    Disposition::RecordLevel => {
+                        let kind = match error {
+                            SchemaError::UnknownSchemaId { .. }
+                            | SchemaError::UnknownSchemaGuid { .. } => DlqErrorKind::UnknownSchema,
+                            _ => DlqErrorKind::Undecodable,
+                        };
+                        return Err(DecodeFailure::Record {
+                            kind,
+                            error: error.to_string(),
+                        });
+                    }
+                    Disposition::Fatal => return Err(DecodeFailure::Fatal(error)),
+                    Disposition::Retriable => {
+                        attempt = attempt.saturating_add(1);
+                        let delay = self
+                            .config
+                            .delivery
+                            .retry_backoff
+                            .saturating_mul(1 << attempt.min(10))
+                            .min(self.config.delivery.retry_backoff_max);
+                        tracing::warn!(%error, attempt, "schema registry unavailable; retrying in {delay:?}");
+                        tokio::select! {
+                            () = tokio::time::sleep(delay) => {}
+                            () = shutdown.as_mut() => return Ok(None),
+                        }
+                    }
+                },
+            }
+        }
+    }
+
+    fn dead_letter(
+        &self,
+        message: &BorrowedMessage<'_>,
+        provenance: &Provenance<'_>,
+        kind: DlqErrorKind,
+        error: &str,
+    ) -> OutboundRecord {
+        let source_headers = message
+            .headers()
+            .map(|h| h.iter().map(|h| (h.key, h.value)).collect::<Vec<_>>())
+            .unwrap_or_default();
+        records::dlq_record(
+            message.topic(),
+            message.key(),
+            message.payload().unwrap_or_default(),
+            source_headers,
+            provenance,
+            &Rejection {
+                kind,
+                error,
+                failed_at_ms: now_millis(),
+            },
+        )
+    }
+
+    #[allow(clippy::too_many_arguments)] // one call site per rejection reason, all local
+    async fn reject(
+        &self,
+        message: &BorrowedMessage<'_>,
+        partition_key: PartitionKey,
+        route: &Route,
+        provenance: &Provenance<'_>,
+        kind: DlqErrorKind,
+        error: &str,
+        event_time_ms: i64,
+    ) -> Result<(), PipelineError> {
+        let record = self.dead_letter(message, provenance, kind, error);
+        if let Some(observer) = &self.outcomes {
+            observer.observe(
+                &route.dataset,
+                provenance.event_id,
+                RecordOutcome::DeadLettered(kind),
+            );
+        }
+        let bytes = (message.payload_len() + message.key().map_or(0, <[u8]>::len)) as u64;
+        self.emit(
+            partition_key,
+            message.offset(),
+            bytes,
+            event_time_ms,
+            vec![record],
+        )
+        .await;
+        Ok(())
+    }
+
+    /// Registers the record's outputs with the finalizer, then sends them.
+    async fn emit(
+        &self,
+        partition_key: PartitionKey,
+        offset: i64,
+        bytes: u64,
+        event_time_ms: i64,
+        outputs: Vec<OutboundRecord>,
+    ) {
+        let count = u32::try_from(outputs.len()).unwrap_or(u32::MAX);
+        self.finalizer
+            .register(&partition_key, offset, count, bytes);
+        for record in outputs {
+            let ticket = DeliveryTicket {
+                partition: partition_key.clone(),
+                offset,
+                kind: record.kind,
+                event_time_ms,
+                attempt: 0,
+            };
+            self.producer.send(record, ticket).await;
+        }
+    }
+}
+
+enum DecodeFailure {
+    Record { kind: DlqErrorKind, error: String },
+    Fatal(SchemaError),
+}
+
+/// The context to write: the source's continued as a child span, or a new root. A present but
+/// malformed `traceparent` (or a non-UTF-8 `tracestate`) is the record's fault.
+fn parse_trace<'a>(
+    traceparent: Option<&[u8]>,
+    tracestate: Option<&'a [u8]>,
+) -> Result<(TraceContext, Option<&'a str>), String> {
+    let state = match tracestate {
+        Some(bytes) => Some(
+            std::str::from_utf8(bytes).map_err(|_| "tracestate header is not UTF-8".to_owned())?,
+        ),
+        None => None,
+    };
+    let Some(bytes) = traceparent else {
+        return Ok((TraceContext::new_root(), None));
+    };
+    let text =
+        std::str::from_utf8(bytes).map_err(|_| "traceparent header is not UTF-8".to_owned())?;
+    let parent = TraceContext::parse(text).map_err(|e| e.to_string())?;
+    Ok((parent.child(), state))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn trace_is_continued_started_or_refused() {
+        let parent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+        let (child, state) =
+            parse_trace(Some(parent.as_bytes()), Some(b"k=v")).expect("valid parent");
+        assert_eq!(child.trace_id_hex(), "0af7651916cd43dd8448eb211c80319c");
+        assert_ne!(child.span_id_hex(), "b7ad6b7169203331", "a new span id");
+        assert_eq!(state, Some("k=v"));
+        let (root, state) = parse_trace(None, None).expect("no header");
+        assert!(root.is_sampled());
+        assert_eq!(state, None);
+        assert!(parse_trace(Some(b"00-zz"), None).is_err());
+        assert!(parse_trace(Some(&[0xff, 0xfe]), None).is_err());
+    }
+}
