@@ -11,13 +11,27 @@ use summit_test_support::postgres::TestDatabase;
 
 #[tokio::main]
 async fn main() {
-    let seconds: u64 = std::env::var("SUMMIT_BENCH_SECONDS").ok().and_then(|s| s.parse().ok()).unwrap_or(5);
-    let database = TestDatabase::create(&Endpoints::from_env(), "registry_bench").await.expect("postgres");
-    let pool = schema_registry_server::connect(&database.url, 16).await.expect("migrate");
-    let registry = RunningRegistry::start("127.0.0.1:0", pool).await.expect("start");
+    let seconds: u64 = std::env::var("SUMMIT_BENCH_SECONDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(5);
+    let database = TestDatabase::create(&Endpoints::from_env(), "registry_bench")
+        .await
+        .expect("postgres");
+    let pool = schema_registry_server::connect(&database.url, 16)
+        .await
+        .expect("migrate");
+    let registry = RunningRegistry::start("127.0.0.1:0", pool)
+        .await
+        .expect("start");
     let client = RegistryClient::new(&registry.url).expect("url");
     let id = client
-        .register("bench-value", &SchemaDefinition::avro(r#"{"type":"record","name":"R","fields":[{"name":"a","type":"string"}]}"#))
+        .register(
+            "bench-value",
+            &SchemaDefinition::avro(
+                r#"{"type":"record","name":"R","fields":[{"name":"a","type":"string"}]}"#,
+            ),
+        )
         .await
         .expect("register");
     for concurrency in [1usize, 8, 32] {

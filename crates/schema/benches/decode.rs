@@ -50,7 +50,8 @@ fn decode(c: &mut Criterion) {
     });
 
     let json_schema = r#"{"type":"object","properties":{"order_id":{"type":"string"},"amount_cents":{"type":"integer","minimum":0},"tags":{"type":"array","items":{"type":"string"}}},"required":["order_id","amount_cents"]}"#;
-    let json_compiled = CompiledSchema::compile(&SchemaDefinition::json(json_schema)).expect("compile");
+    let json_compiled =
+        CompiledSchema::compile(&SchemaDefinition::json(json_schema)).expect("compile");
     let document = serde_json::json!({"order_id": "ord-1", "amount_cents": 129900, "tags": ["a", "b", "c"], "note": "x".repeat(380)});
     let json_framed = encode_json(2, &document).expect("encode");
     println!("framed JSON document: {} bytes", json_framed.len());

@@ -214,7 +214,7 @@ impl<'a> Comparison<'a> {
 
     /// Finds the `Value` that holds `object` inside one of the roots (refs need a `&Value`).
     fn as_value(&self, object: &'a Map<String, Value>) -> &'a Value {
-        fn find<'v>(value: &'v Value, target: *const Map<String, Value>) -> Option<&'v Value> {
+        fn find(value: &Value, target: *const Map<String, Value>) -> Option<&Value> {
             match value {
                 Value::Object(map) if std::ptr::eq(map, target) => Some(value),
                 Value::Object(map) => map.values().find_map(|v| find(v, target)),
