@@ -96,10 +96,7 @@ async fn kafka_tour(endpoints: &Endpoints) -> Result<()> {
         };
         let event_id = message
             .headers()
-            .and_then(|h| {
-                h.iter()
-                    .find(|h| h.key == DEMO_ORDER_HEADER)
-            })
+            .and_then(|h| h.iter().find(|h| h.key == DEMO_ORDER_HEADER))
             .and_then(|h| h.value)
             .map(|v| String::from_utf8_lossy(v).into_owned())
             .unwrap_or_default();
