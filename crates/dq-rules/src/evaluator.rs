@@ -10,6 +10,7 @@ use serde::Serialize;
 use crate::error::LoadError;
 use crate::path::{FieldPath, Located};
 use crate::reference::{ReferenceData, ReferenceError, ReferenceSnapshot, load_reference};
+use crate::resolve::FieldTrie;
 use crate::ruleset::{
     Bound, RegoMode, RegoPolicy, RuleKind, RuleSet, Severity, ValueType, parse_timestamp,
 };
@@ -157,6 +158,11 @@ enum Check {
 struct CompiledRule {
     id: String,
     field: FieldPath,
+    /// The [`FieldTrie`] node the path's leading field names lead to, and how many segments
+    /// that covers; `direct` when that is the whole path (no index or `[*]` after it).
+    node: usize,
+    skip: usize,
+    direct: bool,
     severity: Severity,
     check: Check,
     horizon_micros: Option<i64>,
@@ -181,6 +187,7 @@ pub(crate) enum UniqueMode<'a> {
 #[derive(Debug)]
 pub struct Evaluator {
     rules: Vec<CompiledRule>,
+    fields: FieldTrie,
     version_id: String,
     rule_set: RuleSet,
     reference_names: Vec<String>,
@@ -221,12 +228,20 @@ impl Evaluator {
             .enumerate()
             .map(|(i, n)| (n.as_str(), i))
             .collect();
+        let mut fields = FieldTrie::new();
         let rules: Vec<CompiledRule> = rule_set
             .rules
             .iter()
-            .map(|rule| CompiledRule {
+            .map(|rule| {
+                let (node, skip) = fields.insert(&rule.field);
+                (rule, node, skip)
+            })
+            .map(|(rule, node, skip)| CompiledRule {
                 id: rule.id.clone(),
                 field: rule.field.clone(),
+                node,
+                skip,
+                direct: skip == rule.field.segment_count(),
                 severity: rule.severity,
                 horizon_micros: match &rule.kind {
                     RuleKind::Unique { horizon: Some(h) } => {
@@ -242,6 +257,7 @@ impl Evaluator {
             .any(|r| matches!(r.check, Check::Reference { .. }));
         Self {
             rules,
+            fields,
             version_id: rule_set.version_id(),
             rule_set: rule_set.clone(),
             reference_names,
@@ -359,36 +375,48 @@ impl Evaluator {
         record: &V,
         unique: &mut UniqueMode<'_>,
     ) -> Outcome {
+        // One snapshot for the whole record, so a refresh cannot mix versions within it.
         let references = self.references.load();
         let mut violations = Vec::new();
-        for (index, rule) in self.rules.iter().enumerate() {
-            if matches!(rule.check, Check::Unique) && matches!(unique, UniqueMode::Skip) {
-                continue;
-            }
-            rule.field.visit(record, &mut |located, indexes| {
-                let failure = match located {
-                    Located::Missing => match rule.check {
-                        Check::Required => Some(("missing".to_owned(), None)),
-                        _ => None,
-                    },
-                    Located::NotAnArray(value) => Some((
-                        format!("expected an array, found {}", value.scalar().type_name()),
-                        Some(render_observed(value)),
-                    )),
-                    Located::Found(value) => check_value(rule, index, value, &references, unique)
-                        .map(|message| (message, Some(render_observed(value)))),
-                };
-                if let Some((message, observed)) = failure {
-                    violations.push(Violation {
-                        rule_id: rule.id.clone(),
-                        field: rule.field.render(indexes),
-                        severity: rule.severity,
-                        message,
-                        observed,
-                    });
+        self.fields.resolve(record, |slots| {
+            for (index, rule) in self.rules.iter().enumerate() {
+                if matches!(rule.check, Check::Unique) && matches!(unique, UniqueMode::Skip) {
+                    continue;
                 }
-            });
-        }
+                let start = slots.get(rule.node).copied().flatten();
+                let mut judge = |located: Located<'_, V>, indexes: &[usize]| {
+                    let failure = match located {
+                        Located::Missing => match rule.check {
+                            Check::Required => Some(("missing".to_owned(), None)),
+                            _ => None,
+                        },
+                        Located::NotAnArray(value) => Some((
+                            format!("expected an array, found {}", value.scalar().type_name()),
+                            Some(render_observed(value)),
+                        )),
+                        Located::Found(value) => {
+                            check_value(rule, index, value, &references, unique)
+                                .map(|message| (message, Some(render_observed(value))))
+                        }
+                    };
+                    // Violations are built only on failure: the passing path allocates nothing.
+                    if let Some((message, observed)) = failure {
+                        violations.push(Violation {
+                            rule_id: rule.id.clone(),
+                            field: rule.field.render(indexes),
+                            severity: rule.severity,
+                            message,
+                            observed,
+                        });
+                    }
+                };
+                if rule.direct {
+                    judge(start.map_or(Located::Missing, Located::Found), &[]);
+                } else {
+                    rule.field.visit_from(rule.skip, start, &mut judge);
+                }
+            }
+        });
         let verdict = violations
             .iter()
             .map(|v| match v.severity {

@@ -22,7 +22,9 @@ mod evaluator;
 mod gx;
 mod path;
 mod reference;
+mod resolve;
 mod ruleset;
+mod timestamp;
 mod uniqueness;
 mod value;
 

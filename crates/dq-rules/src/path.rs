@@ -104,6 +104,41 @@ impl FieldPath {
         walk(&self.segments, root, &mut indexes, 0, visit);
     }
 
+    /// The leading field names (`a`, `b` of `a.b[0].c`), which the evaluator resolves for all
+    /// rules at once.
+    pub(crate) fn leading_fields(&self) -> impl Iterator<Item = &str> {
+        self.segments.iter().map_while(|s| match s {
+            Segment::Field(name) => Some(&**name),
+            _ => None,
+        })
+    }
+
+    pub(crate) fn segment_count(&self) -> usize {
+        self.segments.len()
+    }
+
+    /// Like [`FieldPath::visit`] from the value the first `skip` segments (all fields) led to;
+    /// `None` when one of them was missing.
+    pub(crate) fn visit_from<'v, V: RecordView>(
+        &self,
+        skip: usize,
+        start: Option<&'v V>,
+        visit: &mut impl FnMut(Located<'v, V>, &[usize]),
+    ) {
+        let Some(start) = start else {
+            visit(Located::Missing, &[]);
+            return;
+        };
+        let mut indexes = [0usize; MAX_WILDCARDS];
+        walk(
+            self.segments.get(skip..).unwrap_or_default(),
+            start,
+            &mut indexes,
+            0,
+            visit,
+        );
+    }
+
     /// The path with each `[*]` replaced by the index taken, e.g. `items[2].sku`.
     pub(crate) fn render(&self, indexes: &[usize]) -> String {
         if !self.has_wildcard() {

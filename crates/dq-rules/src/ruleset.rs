@@ -628,9 +628,7 @@ fn parse_bound(value: &JsonValue) -> Result<Bound, String> {
 
 /// RFC 3339 text to microseconds since the epoch.
 pub(crate) fn parse_timestamp(text: &str) -> Option<i64> {
-    chrono::DateTime::parse_from_rfc3339(text)
-        .ok()
-        .map(|t| t.timestamp_micros())
+    crate::timestamp::parse_rfc3339_micros(text)
 }
 
 /// JSON with object keys sorted and no whitespace: the input of content hashes.
