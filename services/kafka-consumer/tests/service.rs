@@ -1,0 +1,622 @@
+//! The built `kafka-consumer` binary against the local tansu broker: routing and headers of
+//! every outcome, poison records not blocking a partition, SIGTERM drain + commit, start-up
+//! refusal of bad configs, and zero loss under repeated SIGKILL (one and two instances).
+
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use rand::Rng;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::{Offset, TopicPartitionList};
+use summit_envelope::{SourceCoordinates, TraceContext, event_id, headers, topics};
+use summit_test_support::{Endpoints, kafka, unique_name};
+
+const CLUSTER: &str = "test";
+const BINARY: &str = env!("CARGO_BIN_EXE_kafka-consumer");
+
+const RULES: &str = r#"
+name: payments
+rules:
+  - { id: amount-nonnegative, field: amount, kind: range, severity: hard, params: { min: 0 } }
+  - { id: amount-small, field: amount, kind: range, severity: soft, params: { max: 1000 } }
+"#;
+
+struct Setup {
+    dir: PathBuf,
+    config: PathBuf,
+    source: String,
+    dataset: String,
+    group: String,
+}
+
+async fn setup(prefix: &str, partitions: i32, extra_config: &str) -> Setup {
+    let endpoints = Endpoints::from_env();
+    let source = kafka::create_topic(&endpoints, prefix, partitions)
+        .await
+        .expect("tansu reachable");
+    let dataset = unique_name(&format!("{prefix}-ds"));
+    for topic in [
+        topics::mesh(&dataset),
+        topics::quarantine(&dataset),
+        topics::dlq(&source),
+    ] {
+        kafka::create_named_topic(&endpoints, &topic, 1)
+            .await
+            .expect("output topic");
+    }
+    kafka::create_named_topic(&endpoints, topics::DQ_EVENTS, 1)
+        .await
+        .expect("dq.events");
+    let dir = std::env::temp_dir().join(unique_name(prefix));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    std::fs::write(dir.join("rules.yaml"), RULES).expect("rules file");
+    let group = unique_name(&format!("{prefix}-group"));
+    let config = dir.join("config.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "kafka:\n  bootstrap_servers: \"{}\"\n  group_id: {group}\n  cluster_name: {CLUSTER}\n\
+             delivery:\n  commit_interval: 100ms\n  rebalance_drain_timeout: 5s\n\
+             service:\n  shutdown_grace: 10s\n\
+             routes:\n  - {{ topics: [{source}], dataset: {dataset}, rules: rules.yaml }}\n{extra_config}",
+            endpoints.kafka_bootstrap
+        ),
+    )
+    .expect("config file");
+    Setup {
+        dir,
+        config,
+        source,
+        dataset,
+        group,
+    }
+}
+
+fn spawn_service(config: &Path, log: &Path) -> Child {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .expect("log file");
+    Command::new(BINARY)
+        .arg("--config")
+        .arg(config)
+        .env("RUST_LOG", "warn,kafka_consumer=info")
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .expect("binary starts")
+}
+
+fn producer() -> FutureProducer {
+    kafka::client_config(&Endpoints::from_env())
+        .set("enable.idempotence", "true")
+        .set("linger.ms", "5")
+        .create()
+        .expect("producer")
+}
+
+/// What a test sent and how it should end up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Expect {
+    Mesh,
+    Quarantine,
+    Hard,
+    Dlq,
+}
+
+async fn send(
+    producer: &FutureProducer,
+    topic: &str,
+    partition: Option<i32>,
+    payload: &[u8],
+    headers: Option<OwnedHeaders>,
+) -> (i32, i64, i64) {
+    let key = format!("k{}", rand::rng().random::<u16>());
+    let mut record = FutureRecord::to(topic).payload(payload).key(&key);
+    if let Some(partition) = partition {
+        record = record.partition(partition);
+    }
+    if let Some(headers) = headers {
+        record = record.headers(headers);
+    }
+    let delivery = producer
+        .send(record, Duration::from_secs(10))
+        .await
+        .expect("source record delivered");
+    // tansu echoes no timestamp in the ack; the consumer side reads the stored one.
+    (
+        delivery.partition,
+        delivery.offset,
+        delivery.timestamp.to_millis().unwrap_or(0),
+    )
+}
+
+fn source_id(topic: &str, partition: i32, offset: i64) -> String {
+    event_id(&SourceCoordinates::Kafka {
+        cluster: CLUSTER.to_owned(),
+        topic: topic.to_owned(),
+        partition,
+        offset,
+    })
+    .to_string()
+}
+
+/// One output record as read back.
+#[derive(Debug, Clone)]
+struct Output {
+    topic: String,
+    payload: Vec<u8>,
+    headers: HashMap<String, String>,
+    timestamp: Option<i64>,
+}
+
+impl Output {
+    fn header(&self, name: &str) -> &str {
+        self.headers.get(name).map_or("", String::as_str)
+    }
+}
+
+/// Reads `topics` from the beginning until `done` holds for what was read, or `timeout`.
+fn read_outputs(
+    topics: &[String],
+    timeout: Duration,
+    mut done: impl FnMut(&[Output]) -> bool,
+) -> Vec<Output> {
+    let consumer: BaseConsumer = kafka::client_config(&Endpoints::from_env())
+        .set("group.id", unique_name("reader"))
+        .set("enable.auto.commit", "false")
+        .create()
+        .expect("reader");
+    let mut list = TopicPartitionList::new();
+    for topic in topics {
+        let metadata = consumer
+            .fetch_metadata(Some(topic), Duration::from_secs(10))
+            .expect("metadata");
+        for t in metadata.topics() {
+            for p in t.partitions() {
+                list.add_partition_offset(topic, p.id(), Offset::Beginning)
+                    .expect("offset");
+            }
+        }
+    }
+    consumer.assign(&list).expect("assign");
+    let deadline = Instant::now() + timeout;
+    let mut out = Vec::new();
+    let mut last_check = Instant::now();
+    while Instant::now() < deadline {
+        if let Some(Ok(message)) = consumer.poll(Duration::from_millis(100)) {
+            let headers = message
+                .headers()
+                .map(|h| {
+                    h.iter()
+                        .map(|h| {
+                            (
+                                h.key.to_owned(),
+                                String::from_utf8_lossy(h.value.unwrap_or_default()).into_owned(),
+                            )
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            out.push(Output {
+                topic: message.topic().to_owned(),
+                payload: message.payload().unwrap_or_default().to_vec(),
+                headers,
+                timestamp: message.timestamp().to_millis(),
+            });
+        } else if last_check.elapsed() > Duration::from_millis(300) {
+            last_check = Instant::now();
+            if done(&out) {
+                break;
+            }
+        }
+    }
+    out
+}
+
+fn output_topics(setup: &Setup) -> Vec<String> {
+    vec![
+        topics::mesh(&setup.dataset),
+        topics::quarantine(&setup.dataset),
+        topics::dlq(&setup.source),
+        topics::DQ_EVENTS.to_owned(),
+    ]
+}
+
+/// Event id → destination categories seen (with repeats), per DESIGN §8's invariant.
+fn categorize(setup: &Setup, outputs: &[Output]) -> HashMap<String, Vec<Expect>> {
+    let mut seen: HashMap<String, Vec<Expect>> = HashMap::new();
+    for output in outputs {
+        let id = output.header(headers::EVENT_ID).to_owned();
+        let category = if output.topic == topics::mesh(&setup.dataset) {
+            Expect::Mesh
+        } else if output.topic == topics::quarantine(&setup.dataset) {
+            Expect::Quarantine
+        } else if output.topic == topics::dlq(&setup.source) {
+            Expect::Dlq
+        } else if output.header(headers::DQ) == "hard_fail" {
+            Expect::Hard
+        } else {
+            continue;
+        };
+        seen.entry(id).or_default().push(category);
+    }
+    seen
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_outcome_lands_with_its_headers_and_sigterm_commits() {
+    let setup = setup("outcomes", 1, "limits:\n  max_record_bytes: 2000\n").await;
+    let producer = producer();
+    let parent = TraceContext::new_root();
+    let traced = OwnedHeaders::new().insert(Header {
+        key: headers::TRACEPARENT,
+        value: Some(&parent.to_string()),
+    });
+    let bad_header = OwnedHeaders::new().insert(Header {
+        key: headers::TRACEPARENT,
+        value: Some("00-not-a-trace"),
+    });
+    let big = format!(r#"{{"amount": 1, "pad": "{}"}}"#, "x".repeat(3000));
+    let cases: Vec<(Expect, Vec<u8>, Option<OwnedHeaders>, Option<&str>)> = vec![
+        (
+            Expect::Mesh,
+            br#"{"amount": 10}"#.to_vec(),
+            Some(traced),
+            None,
+        ),
+        (
+            Expect::Quarantine,
+            br#"{"amount": 5000}"#.to_vec(),
+            None,
+            None,
+        ),
+        (Expect::Hard, br#"{"amount": -5}"#.to_vec(), None, None),
+        (
+            Expect::Dlq,
+            b"\x00\x01 not json".to_vec(),
+            None,
+            Some("undecodable"),
+        ),
+        (
+            Expect::Dlq,
+            br#"{"amount": 1}"#.to_vec(),
+            Some(bad_header),
+            Some("bad_header"),
+        ),
+        (Expect::Dlq, big.into_bytes(), None, Some("oversize")),
+        // After every poison kind: the partition must keep flowing.
+        (Expect::Mesh, br#"{"amount": 20}"#.to_vec(), None, None),
+    ];
+    let mut sent = Vec::new();
+    for (expect, payload, headers, kind) in cases {
+        let (partition, offset, _) =
+            send(&producer, &setup.source, Some(0), &payload, headers).await;
+        sent.push((
+            source_id(&setup.source, partition, offset),
+            offset,
+            expect,
+            kind,
+        ));
+    }
+
+    let log = setup.dir.join("service.log");
+    let mut child = spawn_service(&setup.config, &log);
+    let expected: HashSet<String> = sent.iter().map(|s| s.0.clone()).collect();
+    let outputs = read_outputs(&output_topics(&setup), Duration::from_secs(40), |out| {
+        let seen = categorize(&setup, out);
+        expected.iter().all(|id| seen.contains_key(id))
+    });
+    let seen = categorize(&setup, &outputs);
+    for (id, offset, expect, kind) in &sent {
+        assert_eq!(
+            seen.get(id).map(Vec::as_slice),
+            Some(&[*expect][..]),
+            "offset {offset}: expected {expect:?}; log: {}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+        let mine: Vec<&Output> = outputs
+            .iter()
+            .filter(|o| o.header(headers::EVENT_ID) == id)
+            .collect();
+        for output in &mine {
+            assert_eq!(
+                output.header(headers::SOURCE),
+                format!("kafka://{CLUSTER}/{}/0/{offset}", setup.source)
+            );
+        }
+        match expect {
+            Expect::Mesh | Expect::Quarantine => {
+                let record = mine
+                    .iter()
+                    .find(|o| o.topic != topics::DQ_EVENTS)
+                    .expect("data record");
+                assert!(record.header(headers::DQ_RULESET).starts_with("payments@"));
+                assert_eq!(record.header(headers::SCHEMA), "unregistered-json");
+                let event_time: i64 = record.header(headers::EVENT_TIME).parse().expect("ms");
+                let ingest_time: i64 = record.header(headers::INGEST_TIME).parse().expect("ms");
+                assert!(event_time > 0 && ingest_time >= event_time, "{record:?}");
+                let trace =
+                    TraceContext::parse(record.header(headers::TRACEPARENT)).expect("trace");
+                if *offset == 0 {
+                    assert_eq!(trace.trace_id, parent.trace_id, "trace continued");
+                    assert_ne!(trace.parent_id, parent.parent_id, "new span id");
+                }
+                if *expect == Expect::Quarantine {
+                    assert_eq!(record.header(headers::DQ), "soft_fail");
+                    let violations: serde_json::Value =
+                        serde_json::from_str(record.header(headers::DQ_VIOLATIONS)).expect("json");
+                    assert_eq!(violations[0]["rule_id"], "amount-small");
+                    let event = mine
+                        .iter()
+                        .find(|o| o.topic == topics::DQ_EVENTS)
+                        .expect("soft_fail also has a dq.events record");
+                    let body: serde_json::Value =
+                        serde_json::from_slice(&event.payload).expect("json");
+                    assert_eq!(body["outcome"], "soft_fail");
+                } else {
+                    assert_eq!(record.header(headers::DQ), "pass");
+                    assert!(
+                        !mine.iter().any(|o| o.topic == topics::DQ_EVENTS),
+                        "pass has no dq event"
+                    );
+                }
+            }
+            Expect::Hard => {
+                let body: serde_json::Value =
+                    serde_json::from_slice(&mine[0].payload).expect("dq event JSON");
+                assert_eq!(body["event_id"], id.as_str());
+                assert_eq!(body["dataset"], setup.dataset.as_str());
+                assert_eq!(body["violations"][0]["rule_id"], "amount-nonnegative");
+                assert!(
+                    body["ruleset"]
+                        .as_str()
+                        .is_some_and(|r| r.starts_with("payments@"))
+                );
+            }
+            Expect::Dlq => {
+                let record = mine[0];
+                assert_eq!(record.header(headers::ERROR_KIND), kind.unwrap_or_default());
+                assert!(!record.header(headers::ERROR).is_empty());
+                assert!(record.header(headers::FAILED_AT).parse::<i64>().is_ok());
+            }
+        }
+    }
+    assert!(outputs.iter().all(|o| o.timestamp.is_some()));
+
+    // SIGTERM: drains, commits everything, exits 0 within the grace period.
+    let started = Instant::now();
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(status.success());
+    let exit = loop {
+        if let Some(exit) = child.try_wait().expect("wait") {
+            break exit;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(12),
+            "not stopped within grace"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(exit.success(), "{exit:?}");
+    let reader: BaseConsumer = kafka::consumer_config(&Endpoints::from_env(), &setup.group)
+        .create()
+        .expect("consumer");
+    let mut list = TopicPartitionList::new();
+    list.add_partition(&setup.source, 0);
+    let committed = reader
+        .committed_offsets(list, Duration::from_secs(10))
+        .expect("committed offsets");
+    let offset = committed
+        .find_partition(&setup.source, 0)
+        .map(|e| e.offset());
+    assert_eq!(offset, Some(Offset::Offset(sent.len() as i64)));
+}
+
+fn run_bad_config(config_text: &str, rules: bool) -> (i32, String) {
+    let dir = std::env::temp_dir().join(unique_name("badcfg"));
+    std::fs::create_dir_all(&dir).expect("dir");
+    if rules {
+        std::fs::write(dir.join("rules.yaml"), RULES).expect("rules");
+    }
+    let path = dir.join("config.yaml");
+    std::fs::write(&path, config_text).expect("config");
+    let output = Command::new(BINARY)
+        .arg("--config")
+        .arg(&path)
+        .output()
+        .expect("binary runs");
+    (
+        output.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn bad_config_stops_start_up_naming_the_key() {
+    let bootstrap = Endpoints::from_env().kafka_bootstrap;
+    let base =
+        format!("kafka: {{ bootstrap_servers: \"{bootstrap}\", group_id: g, cluster_name: c }}\n");
+    let cases = [
+        (
+            format!(
+                "{base}routes: [{{ topics: [a], dataset: d, rules: rules.yaml, colour: red }}]\n"
+            ),
+            true,
+            "colour",
+        ),
+        (
+            format!("{base}routes: [{{ topic_pattern: '^a(', dataset: d, rules: rules.yaml }}]\n"),
+            true,
+            "routes[0].topic_pattern",
+        ),
+        (
+            format!("{base}routes: [{{ topics: [a], dataset: d, rules: missing.yaml }}]\n"),
+            false,
+            "routes[0].rules",
+        ),
+        (
+            format!(
+                "{base}schema_registry: {{ url: \"http://127.0.0.1:9\" }}\n\
+                 routes: [{{ topics: [a], dataset: d, subject: a-value, rules: rules.yaml }}]\n"
+            ),
+            true,
+            "schema_registry.url",
+        ),
+    ];
+    for (text, rules, key) in cases {
+        let (code, stderr) = run_bad_config(&text, rules);
+        assert_eq!(code, 2, "{key}: {stderr}");
+        assert!(stderr.contains(key), "{key} not named in: {stderr}");
+    }
+}
+
+/// Writes `count` records (1% soft, 0.5% hard, 0.5% poison) while `chaos` kills services.
+async fn write_mix(
+    producer: &FutureProducer,
+    topic: &str,
+    count: usize,
+    pace: Duration,
+) -> Vec<(String, Expect)> {
+    let mut sent = Vec::with_capacity(count);
+    let mut pending = Vec::new();
+    for n in 0..count {
+        let (payload, expect): (Vec<u8>, Expect) = match n % 200 {
+            0 | 1 => (br#"{"amount": 9999}"#.to_vec(), Expect::Quarantine),
+            2 => (br#"{"amount": -1}"#.to_vec(), Expect::Hard),
+            3 => (b"{broken".to_vec(), Expect::Dlq),
+            _ => (
+                format!(r#"{{"amount": {}}}"#, n % 900).into_bytes(),
+                Expect::Mesh,
+            ),
+        };
+        let key = format!("key-{n}");
+        let future = producer
+            .send_result(FutureRecord::to(topic).key(&key).payload(&payload))
+            .expect("enqueued");
+        pending.push((future, expect));
+        if n % 100 == 99 {
+            for (future, expect) in pending.drain(..) {
+                let delivery = future.await.expect("not cancelled").expect("delivered");
+                sent.push((
+                    source_id(topic, delivery.partition, delivery.offset),
+                    expect,
+                ));
+            }
+            tokio::time::sleep(pace).await;
+        }
+    }
+    for (future, expect) in pending {
+        let delivery = future.await.expect("not cancelled").expect("delivered");
+        sent.push((
+            source_id(topic, delivery.partition, delivery.offset),
+            expect,
+        ));
+    }
+    sent
+}
+
+fn assert_accounted(setup: &Setup, sent: &[(String, Expect)], outputs: &[Output], log: &Path) {
+    let seen = categorize(setup, outputs);
+    let mut duplicates = 0usize;
+    for (id, expect) in sent {
+        let categories = seen.get(id).unwrap_or_else(|| {
+            panic!(
+                "event {id} ({expect:?}) is in no output; log tail: {}",
+                tail(log)
+            )
+        });
+        assert!(
+            categories.iter().all(|c| c == expect),
+            "event {id}: expected only {expect:?}, got {categories:?}"
+        );
+        duplicates += categories.len() - 1;
+    }
+    let known: HashSet<&String> = sent.iter().map(|(id, _)| id).collect();
+    let strays = seen.keys().filter(|id| !known.contains(id)).count();
+    assert_eq!(strays, 0, "outputs with ids of no source record");
+    eprintln!(
+        "accounted {} source records; {duplicates} same-id repeats",
+        sent.len()
+    );
+}
+
+fn tail(log: &Path) -> String {
+    let text = std::fs::read_to_string(log).unwrap_or_default();
+    text.lines().rev().take(30).collect::<Vec<_>>().join("\n")
+}
+
+fn kill9(child: &mut Child) {
+    // std's kill() is SIGKILL on Unix: no drain, no commit, no goodbye.
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+async fn wait_for_all(setup: &Setup, sent: &[(String, Expect)]) -> Vec<Output> {
+    let expected: HashSet<&String> = sent.iter().map(|(id, _)| id).collect();
+    read_outputs(&output_topics(setup), Duration::from_secs(45), |out| {
+        let seen = categorize(setup, out);
+        expected.iter().all(|id| seen.contains_key(*id))
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_at_random_points_loses_nothing() {
+    let setup = setup("kill9", 3, "").await;
+    let log = setup.dir.join("service.log");
+    let producer = producer();
+    let writer = {
+        let producer = producer.clone();
+        let topic = setup.source.clone();
+        tokio::spawn(
+            async move { write_mix(&producer, &topic, 3000, Duration::from_millis(60)).await },
+        )
+    };
+    for _ in 0..4 {
+        let mut child = spawn_service(&setup.config, &log);
+        let alive = rand::rng().random_range(1500..4500);
+        tokio::time::sleep(Duration::from_millis(alive)).await;
+        kill9(&mut child);
+    }
+    let sent = writer.await.expect("writer");
+    let mut child = spawn_service(&setup.config, &log);
+    let outputs = wait_for_all(&setup, &sent).await;
+    kill9(&mut child);
+    assert_accounted(&setup, &sent, &outputs, &log);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_instances_with_rebalance_and_sigkill_lose_nothing() {
+    let setup = setup("kill9pair", 4, "").await;
+    let log = setup.dir.join("service.log");
+    let producer = producer();
+    let writer = {
+        let producer = producer.clone();
+        let topic = setup.source.clone();
+        tokio::spawn(
+            async move { write_mix(&producer, &topic, 3000, Duration::from_millis(60)).await },
+        )
+    };
+    let mut first = spawn_service(&setup.config, &log);
+    tokio::time::sleep(Duration::from_millis(3000)).await;
+    // A second member joins: cooperative rebalance moves partitions while records flow.
+    let mut second = spawn_service(&setup.config, &log);
+    let pause = rand::rng().random_range(3000..6000);
+    tokio::time::sleep(Duration::from_millis(pause)).await;
+    kill9(&mut first);
+    tokio::time::sleep(Duration::from_millis(2000)).await;
+    let mut third = spawn_service(&setup.config, &log);
+    let sent = writer.await.expect("writer");
+    let outputs = wait_for_all(&setup, &sent).await;
+    kill9(&mut second);
+    kill9(&mut third);
+    assert_accounted(&setup, &sent, &outputs, &log);
+}
