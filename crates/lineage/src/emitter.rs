@@ -53,6 +53,12 @@ pub enum EmitError {
         elapsed: Duration,
         last_error: String,
     },
+    #[error("lineage events still unacknowledged after flushing for {timeout:?}: {source}")]
+    Flush {
+        timeout: Duration,
+        #[source]
+        source: KafkaError,
+    },
     /// Retrying cannot help (e.g. the event is larger than the broker accepts): fatal.
     #[error("lineage event for run {run_id} refused: {source}")]
     Refused {
@@ -65,7 +71,7 @@ pub enum EmitError {
 impl EmitError {
     /// Whether trying again later may succeed.
     pub fn is_retriable(&self) -> bool {
-        matches!(self, Self::BudgetExhausted { .. })
+        matches!(self, Self::BudgetExhausted { .. } | Self::Flush { .. })
     }
 }
 
@@ -151,7 +157,13 @@ impl LineageEmitter {
                     });
                 }
                 Ok(Err((error, _message))) => last_error = error.to_string(),
-                Err(_elapsed) => last_error = "total time budget ran out mid-send".to_owned(),
+                Err(_elapsed) => {
+                    last_error = if attempts == 1 {
+                        "total time budget ran out during the first send".to_owned()
+                    } else {
+                        format!("total time budget ran out mid-send; before that: {last_error}")
+                    }
+                }
             }
             let Some(remaining) = self.budget.total.checked_sub(started.elapsed()) else {
                 break;
@@ -173,12 +185,7 @@ impl LineageEmitter {
     pub fn flush(&self, timeout: Duration) -> Result<(), EmitError> {
         self.producer
             .flush(Timeout::After(timeout))
-            .map_err(|error| EmitError::BudgetExhausted {
-                run_id: String::from("(flush)"),
-                attempts: 1,
-                elapsed: timeout,
-                last_error: error.to_string(),
-            })
+            .map_err(|source| EmitError::Flush { timeout, source })
     }
 }
 

@@ -96,7 +96,13 @@ async fn run_events_land_keyed_by_run_id_in_order_and_valid() {
     let complete = run.finish(RunEnd::Complete);
     let sent = [&start, &epoch_1, &epoch_2, &complete];
     for event in sent {
+        let sending = Instant::now();
         let delivered = emitter.emit(event).await.expect("broker acknowledges");
+        eprintln!(
+            "{:?} acknowledged in {:?}",
+            event.event_type,
+            sending.elapsed()
+        );
         assert_eq!(delivered.attempts, 1);
     }
     // A retried emission of an epoch is the same event under the same key.
@@ -168,6 +174,7 @@ async fn unreachable_broker_exhausts_the_budget_with_an_error() {
         .await
         .expect_err("nothing to deliver to");
     let elapsed = started.elapsed();
+    eprintln!("gave up after {elapsed:?}: {error}");
     match &error {
         EmitError::BudgetExhausted {
             run_id, attempts, ..
