@@ -148,7 +148,9 @@ impl IntoResponse for ApiError {
 /// Why the server could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
-    #[error("cannot connect to the registry database {url}: {source}")]
+    #[error(
+        "cannot connect to the registry database {url} (--database-url / SUMMIT_REGISTRY_DATABASE_URL): {source}"
+    )]
     Database {
         url: String,
         #[source]
@@ -160,9 +162,14 @@ pub enum StartError {
         #[source]
         source: sqlx::migrate::MigrateError,
     },
-    #[error("cannot listen on {address}: {source}")]
+    #[error("cannot listen on {address} (--listen / SUMMIT_REGISTRY_LISTEN): {source}")]
     Listen {
         address: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("serving the registry failed: {source}")]
+    Serve {
         #[source]
         source: std::io::Error,
     },

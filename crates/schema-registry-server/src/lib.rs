@@ -62,6 +62,38 @@ pub async fn serve(
         .await
 }
 
+/// The service's command-line flags, shared by the `schema-registry` binary and
+/// `summitctl registry serve` so both accept the same flags and environment variables.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ServeOptions {
+    /// Address to listen on.
+    #[arg(
+        long,
+        env = "SUMMIT_REGISTRY_LISTEN",
+        default_value = "127.0.0.1:18081"
+    )]
+    pub listen: String,
+    /// Postgres URL of the registry's database (migrated at start-up).
+    #[arg(long, env = "SUMMIT_REGISTRY_DATABASE_URL")]
+    pub database_url: String,
+    /// Largest number of database connections.
+    #[arg(long, env = "SUMMIT_REGISTRY_MAX_CONNECTIONS", default_value_t = 16)]
+    pub max_connections: u32,
+}
+
+/// Connects, migrates, binds and serves until `shutdown` resolves.
+pub async fn run(
+    options: &ServeOptions,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<(), StartError> {
+    let pool = connect(&options.database_url, options.max_connections).await?;
+    let listener = bind(&options.listen).await?;
+    tracing::info!(address = %options.listen, "schema registry listening");
+    serve(listener, pool, shutdown)
+        .await
+        .map_err(|source| StartError::Serve { source })
+}
+
 /// A registry running on a background task, for tests, benchmarks and `summitctl`.
 #[derive(Debug)]
 pub struct RunningRegistry {

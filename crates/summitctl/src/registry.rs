@@ -3,6 +3,7 @@
 
 use anyhow::Context;
 use clap::{Args, Subcommand};
+use schema_registry_server::ServeOptions;
 
 #[derive(Debug, Args)]
 pub(crate) struct RegistryCommand {
@@ -13,36 +14,18 @@ pub(crate) struct RegistryCommand {
 #[derive(Debug, Subcommand)]
 enum RegistryAction {
     /// Serve the Confluent-compatible registry API from a Postgres database.
-    Serve {
-        #[arg(
-            long,
-            env = "SUMMIT_REGISTRY_LISTEN",
-            default_value = "127.0.0.1:18081"
-        )]
-        listen: String,
-        #[arg(long, env = "SUMMIT_REGISTRY_DATABASE_URL")]
-        database_url: String,
-    },
+    Serve(ServeOptions),
 }
 
 pub(crate) fn run(command: RegistryCommand) -> anyhow::Result<()> {
-    let RegistryAction::Serve {
-        listen,
-        database_url,
-    } = command.action;
+    let RegistryAction::Serve(options) = command.action;
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     runtime.block_on(async {
-        let pool = schema_registry_server::connect(&database_url, 16)
-            .await
-            .context("--database-url / SUMMIT_REGISTRY_DATABASE_URL")?;
-        let listener = schema_registry_server::bind(&listen)
-            .await
-            .context("--listen / SUMMIT_REGISTRY_LISTEN")?;
-        eprintln!("schema registry listening on {listen}");
-        schema_registry_server::serve(listener, pool, async {
+        eprintln!("starting the schema registry on {}", options.listen);
+        schema_registry_server::run(&options, async {
             let _ = tokio::signal::ctrl_c().await;
         })
-        .await
-        .context("serving the schema registry")
+        .await?;
+        Ok(())
     })
 }
