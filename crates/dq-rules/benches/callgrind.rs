@@ -7,7 +7,9 @@
 //! valgrind --tool=callgrind --toggle-collect='*callgrind::measure*' <binary> dq 10
 //! ```
 //! Modes: `dq` (evaluate), `dq-parse` (parse + evaluate), `js-iter` (`iter_errors().count()`),
-//! `js-valid` (`is_valid`), `js-parse` (parse + `iter_errors`), `parse` (serde_json alone).
+//! `js-valid` (`is_valid`), `js-parse` (parse + `iter_errors`), `parse` (serde_json to `Value`
+//! alone), `dq-borrowed` (parse to `JsonRecord` + evaluate), `parse-borrowed` (`JsonRecord`
+//! alone).
 //! Each runs the 1,000 bench records `passes` times; with `--toggle-collect` only the measured
 //! loop is counted, so Ir / (passes × 1000) is instructions per record.
 
@@ -39,6 +41,33 @@ fn measure_dq_parse(evaluator: &dq_rules::Evaluator, texts: &[String], passes: u
         }
     }
     violations
+}
+
+#[inline(never)]
+fn measure_dq_borrowed(evaluator: &dq_rules::Evaluator, texts: &[String], passes: usize) -> usize {
+    let mut violations = 0;
+    for _ in 0..passes {
+        for text in texts {
+            if let Ok(record) = dq_rules::JsonRecord::from_str(black_box(text)) {
+                violations += black_box(evaluator.evaluate(&record)).violations.len();
+            }
+        }
+    }
+    violations
+}
+
+#[inline(never)]
+fn measure_parse_borrowed(texts: &[String], passes: usize) -> usize {
+    let mut parsed = 0;
+    for _ in 0..passes {
+        for text in texts {
+            if let Ok(record) = dq_rules::JsonRecord::from_str(black_box(text)) {
+                black_box(&record);
+                parsed += 1;
+            }
+        }
+    }
+    parsed
 }
 
 #[inline(never)]
@@ -102,7 +131,9 @@ fn main() {
     let result = match mode.as_str() {
         "dq" => measure_dq(&common::evaluator(&customers), &parsed, passes),
         "dq-parse" => measure_dq_parse(&common::evaluator(&customers), &texts, passes),
+        "dq-borrowed" => measure_dq_borrowed(&common::evaluator(&customers), &texts, passes),
         "parse" => measure_parse(&texts, passes),
+        "parse-borrowed" => measure_parse_borrowed(&texts, passes),
         "js-iter" => measure_js_iter(&common::json_schema_validator(&customers), &parsed, passes),
         "js-valid" => measure_js_valid(&common::json_schema_validator(&customers), &parsed, passes),
         "js-parse" => measure_js_parse(&common::json_schema_validator(&customers), &texts, passes),
@@ -111,5 +142,9 @@ fn main() {
             std::process::exit(2);
         }
     };
-    println!("{mode}: {passes} passes over {} records, result {result}", texts.len());
+    let average = texts.iter().map(String::len).sum::<usize>() / texts.len();
+    println!(
+        "{mode}: {passes} passes over {} records of {average} bytes on average, result {result}",
+        texts.len()
+    );
 }

@@ -8,6 +8,7 @@ use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use common::{RECORDS, customers, evaluator, json_schema_validator, parse_all, records};
+use dq_rules::JsonRecord;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use serde_json::Value;
 
@@ -63,6 +64,14 @@ fn bench(c: &mut Criterion) {
             }
         })
     });
+    group.bench_function("parse_borrowed_and_eval", |b| {
+        b.iter(|| {
+            for text in &texts {
+                let record = JsonRecord::from_str(black_box(text)).expect("valid JSON");
+                black_box(evaluator.evaluate(&record));
+            }
+        })
+    });
     group.bench_function("jsonschema_iter_errors", |b| {
         b.iter(|| {
             for record in &parsed {
@@ -95,6 +104,30 @@ fn bench(c: &mut Criterion) {
         }
         texts.len()
     });
+    let parse_borrowed_and_eval = records_per_second(window, || {
+        for text in &texts {
+            if let Ok(record) = JsonRecord::from_str(text) {
+                black_box(evaluator.evaluate(&record));
+            }
+        }
+        texts.len()
+    });
+    let parse_only = records_per_second(window, || {
+        for text in &texts {
+            if let Ok(record) = serde_json::from_str::<Value>(text) {
+                black_box(record);
+            }
+        }
+        texts.len()
+    });
+    let parse_borrowed_only = records_per_second(window, || {
+        for text in &texts {
+            if let Ok(record) = JsonRecord::from_str(text) {
+                black_box(record);
+            }
+        }
+        texts.len()
+    });
     let schema_all_errors = records_per_second(window, || {
         for record in &parsed {
             black_box(schema.iter_errors(record).count());
@@ -117,6 +150,9 @@ fn bench(c: &mut Criterion) {
     });
     println!("SUMMARY dq-rules eval-only:            {eval_only:>12.0} records/s");
     println!("SUMMARY dq-rules parse+eval:           {parse_and_eval:>12.0} records/s");
+    println!("SUMMARY dq-rules parse(JsonRecord)+eval: {parse_borrowed_and_eval:>12.0} records/s");
+    println!("SUMMARY serde_json parse to Value only: {parse_only:>12.0} records/s");
+    println!("SUMMARY JsonRecord parse only:         {parse_borrowed_only:>12.0} records/s");
     println!("SUMMARY jsonschema iter_errors:        {schema_all_errors:>12.0} records/s");
     println!("SUMMARY jsonschema is_valid:           {schema_is_valid:>12.0} records/s");
     println!("SUMMARY jsonschema parse+iter_errors:  {schema_parse_all_errors:>12.0} records/s");

@@ -408,3 +408,55 @@ fn changing_a_rule_changes_the_hash() {
     assert!(a.version_id().starts_with("h@"));
     assert_eq!(a.hash().len(), 16);
 }
+
+/// Every kind but `unique`, including `$` (Rego reads the whole record through `to_json`).
+const EQUIVALENCE_RULES: &str = r#"
+name: equivalence
+rules:
+  - {id: amount, field: amount, kind: range, severity: hard, params: {min: -100, max: 100}}
+  - {id: currency, field: currency, kind: in_set, severity: soft, params: {values: [a, "é", 1, true]}}
+  - {id: email, field: email, kind: regex, severity: soft, params: {pattern: '^[a-z]+@'}}
+  - {id: id, field: id, kind: required, severity: hard}
+  - {id: items, field: 'items[*].sku', kind: length, severity: soft, params: {min: 1, max: 3}}
+  - {id: first-item, field: 'items[0]', kind: type, severity: soft, params: {types: [object]}}
+  - {id: name, field: name, kind: type, severity: soft, params: {types: [string, timestamp]}}
+  - {id: tags, field: 'tags[*]', kind: required, severity: soft}
+  - id: whole
+    kind: rego
+    severity: soft
+    params:
+      rule: data.t.deny
+      policy: |
+        package t
+        deny contains msg if { count(object.keys(input)) > 4; msg := "wide" }
+"#;
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(200))]
+
+    #[test]
+    fn json_record_and_serde_value_give_the_same_outcome(
+        records in prop::collection::vec(arbitrary_record(), 1..8),
+    ) {
+        let evaluator = evaluator(EQUIVALENCE_RULES);
+        for record in &records {
+            let text = record.to_string();
+            let parsed = crate::JsonRecord::from_str(&text).expect("serde_json's output parses");
+            prop_assert_eq!(evaluator.evaluate(&parsed), evaluator.evaluate(record), "{}", text);
+        }
+    }
+}
+
+#[test]
+fn json_record_reads_repeated_keys_and_escapes_like_serde_value() {
+    let evaluator = evaluator(EQUIVALENCE_RULES);
+    for text in [
+        r#"{"amount": 500, "amount": 5, "email": "a\u0040b", "id": null, "id": 1}"#,
+        r#"{"items": [{"sku": ""}, {"sku": "\u00e9\u00e9\u00e9\u00e9"}], "tags": [null, 1], "name": "2024-01-01T00:00:00Z"}"#,
+        r#"{"amount": 18446744073709551615, "currency": 1.0, "name": 1, "items": 3}"#,
+    ] {
+        let value: Value = serde_json::from_str(text).expect("valid JSON");
+        let parsed = crate::JsonRecord::from_str(text).expect("valid JSON");
+        assert_eq!(evaluator.evaluate(&parsed), evaluator.evaluate(&value), "{text}");
+    }
+}

@@ -20,6 +20,7 @@ mod batch;
 mod error;
 mod evaluator;
 mod gx;
+mod json;
 mod path;
 mod reference;
 mod resolve;
@@ -31,6 +32,7 @@ mod value;
 pub use batch::{BatchReport, PARTIAL_LIST_LEN, RuleSummary};
 pub use error::LoadError;
 pub use evaluator::{Evaluator, Outcome, Verdict, Violation};
+pub use json::JsonRecord;
 pub use path::{FieldPath, MAX_WILDCARDS};
 pub use reference::{ReferenceData, ReferenceError, ReferenceSnapshot, load_reference};
 pub use ruleset::{

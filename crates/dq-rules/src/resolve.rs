@@ -18,9 +18,34 @@ const LINEAR_CHILDREN: usize = 12;
 /// Records resolving to at most this many trie nodes keep their slots on the stack.
 const STACK_SLOTS: usize = 32;
 
+/// A child's name with its length and first 8 bytes as a number: most keys are told apart by
+/// two integer comparisons, and keys of up to 8 bytes are matched without a `memcmp` call.
+#[derive(Debug)]
+struct Child {
+    len: usize,
+    head: u64,
+    name: Box<str>,
+    node: usize,
+}
+
+/// The first 8 bytes of `name`, zero-padded, as a little-endian number.
+#[inline]
+fn head(name: &[u8]) -> u64 {
+    match name.first_chunk::<8>() {
+        Some(first) => u64::from_le_bytes(*first),
+        None => {
+            let mut head = 0u64;
+            for (i, &byte) in name.iter().enumerate() {
+                head |= u64::from(byte) << (8 * i);
+            }
+            head
+        }
+    }
+}
+
 #[derive(Debug, Default)]
 struct Node {
-    children: Vec<(Box<str>, usize)>,
+    children: Vec<Child>,
     by_name: Option<FxHashMap<Box<str>, usize>>,
 }
 
@@ -29,11 +54,18 @@ impl Node {
     fn child(&self, name: &str) -> Option<usize> {
         match &self.by_name {
             Some(map) => map.get(name).copied(),
-            None => self
-                .children
-                .iter()
-                .find(|(n, _)| n.len() == name.len() && **n == *name)
-                .map(|(_, i)| *i),
+            None => {
+                let bytes = name.as_bytes();
+                let (len, head) = (bytes.len(), head(bytes));
+                self.children
+                    .iter()
+                    .find(|c| {
+                        c.len == len
+                            && c.head == head
+                            && (len <= 8 || c.name.as_bytes().get(8..) == bytes.get(8..))
+                    })
+                    .map(|c| c.node)
+            }
         }
     }
 }
@@ -63,13 +95,18 @@ impl FieldTrie {
                     let child = self.nodes.len();
                     self.nodes.push(Node::default());
                     let parent = &mut self.nodes[node];
-                    parent.children.push((name.into(), child));
+                    parent.children.push(Child {
+                        len: name.len(),
+                        head: head(name.as_bytes()),
+                        name: name.into(),
+                        node: child,
+                    });
                     if parent.children.len() > LINEAR_CHILDREN {
                         parent.by_name = Some(
                             parent
                                 .children
                                 .iter()
-                                .map(|(n, i)| (n.clone(), *i))
+                                .map(|c| (c.name.clone(), c.node))
                                 .collect(),
                         );
                     }
@@ -110,7 +147,7 @@ impl FieldTrie {
             };
             match node.children.as_slice() {
                 [] => {}
-                [(name, child)] => slots[*child] = value.field(name),
+                [only] => slots[only.node] = value.field(&only.name),
                 _ => {
                     let mut remaining = node.children.len();
                     let walked = value.for_each_field(&mut |name, field| {
@@ -124,8 +161,8 @@ impl FieldTrie {
                         remaining > 0
                     });
                     if !walked {
-                        for (name, child) in &node.children {
-                            slots[*child] = value.field(name);
+                        for child in &node.children {
+                            slots[child.node] = value.field(&child.name);
                         }
                     }
                 }
@@ -160,6 +197,25 @@ mod tests {
             assert_eq!(at(5), Some(record.clone()));
             assert_eq!(at(6), Some(json!([])));
             assert_eq!(at(7), None, "a field of a number is missing");
+        });
+    }
+
+    #[test]
+    fn keys_sharing_their_first_8_bytes_are_told_apart() {
+        let mut trie = FieldTrie::new();
+        let paths = ["created_at", "created_by", "created_", "c", "é", "createdXat"];
+        let nodes: Vec<usize> = paths
+            .iter()
+            .map(|p| trie.insert(&FieldPath::parse(p).expect("valid path")).0)
+            .collect();
+        let record = json!({"created_by": 2, "created_": 3, "createdXat": 6, "c": 4, "é": 5, "other": 0});
+        trie.resolve(&record, |slots| {
+            let found: Vec<Option<serde_json::Value>> =
+                nodes.iter().map(|n| slots[*n].cloned()).collect();
+            assert_eq!(
+                found,
+                vec![None, Some(json!(2)), Some(json!(3)), Some(json!(4)), Some(json!(5)), Some(json!(6))]
+            );
         });
     }
 
