@@ -140,3 +140,71 @@ fn bad_level_in_subject_yaml_is_reported() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// The deploy-time half of the gate: files that pass offline but would break what a registry
+/// already holds must fail with `--registry`.
+#[test]
+fn newest_file_incompatible_with_the_registry_fails() {
+    use summit_schema::{RegistryClient, SchemaDefinition};
+    use summit_test_support::{Endpoints, postgres::TestDatabase};
+
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    let (db, registry) = runtime.block_on(async {
+        let db = TestDatabase::create(&Endpoints::from_env(), "schema_gate")
+            .await
+            .expect("database");
+        let pool = schema_registry_server::connect(&db.url, 4)
+            .await
+            .expect("migrated registry database");
+        let registry = schema_registry_server::RunningRegistry::start("127.0.0.1:0", pool)
+            .await
+            .expect("registry");
+        let client = RegistryClient::new(&registry.url).expect("client");
+        client
+            .register(
+                "payments-value",
+                &SchemaDefinition::avro(
+                    r#"{"type":"record","name":"Payment","fields":[{"name":"id","type":"string"}]}"#,
+                ),
+            )
+            .await
+            .expect("register v1 in the registry");
+        (db, registry)
+    });
+
+    // Locally the subject has a single version, so the offline check has nothing to compare and
+    // passes; against the registry, `amount` (no default) cannot be read from its v1 data.
+    let dir = temp_schemas("registry");
+    write(
+        &dir.join("payments-value/subject.yaml"),
+        "type: AVRO\ncompatibility: BACKWARD\n",
+    );
+    write(
+        &dir.join("payments-value/v1.avsc"),
+        r#"{"type":"record","name":"Payment","fields":[{"name":"id","type":"string"},{"name":"amount","type":"long"}]}"#,
+    );
+    let dir_arg = dir.to_str().expect("utf-8 path");
+    let (offline_ok, offline) = summitctl(&["schema", "check", "--dir", dir_arg]);
+    assert!(offline_ok, "offline check should pass: {offline}");
+
+    let (ok, text) = summitctl(&[
+        "schema",
+        "check",
+        "--dir",
+        dir_arg,
+        "--registry",
+        &registry.url,
+    ]);
+    assert!(
+        !ok,
+        "an incompatibility with the registry must exit non-zero: {text}"
+    );
+    for needle in ["payments-value", "registry version 1", "$.amount"] {
+        assert!(text.contains(needle), "`{needle}` missing from: {text}");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    drop(registry);
+    runtime
+        .block_on(db.drop_database())
+        .expect("drop the test database");
+}
