@@ -65,6 +65,18 @@ install_test_python() {
   export SUMMIT_PYTHON="$CACHE_DIR/venv-test/bin/python"
 }
 
+# Debian packages with daemons (prometheus) would start them on install; policy-rc.d answering
+# 101 is Debian's documented way to forbid that, and we only want their command-line tools.
+apt_install_without_starting_services() {
+  local guard=/usr/sbin/policy-rc.d placed=0 rc=0
+  if [ ! -e "$guard" ]; then
+    printf '#!/bin/sh\nexit 101\n' > "$guard" && chmod +x "$guard" && placed=1
+  fi
+  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@" >/dev/null; } || rc=$?
+  [ "$placed" = 1 ] && rm -f "$guard"
+  return "$rc"
+}
+
 # Build tools the Rust dependencies need on a fresh Debian machine: cmake for aws-lc-sys and
 # librdkafka's bundled build, and cargo-nextest for the suite.
 ensure_build_tools() {
@@ -76,6 +88,15 @@ ensure_build_tools() {
         || die "could not install cmake with apt-get"
     else
       die "cmake is needed to build aws-lc-sys and librdkafka; install it (e.g. sudo apt-get install cmake)"
+    fi
+  fi
+  # promtool (Debian's prometheus package) validates /metrics scrapes and alert rules in tests.
+  if ! command -v promtool >/dev/null; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+      say "installing promtool (apt package prometheus; its daemon is not started)"
+      apt_install_without_starting_services prometheus || die "could not install prometheus (promtool) with apt-get"
+    else
+      die "promtool is needed by the telemetry tests; install it (e.g. sudo apt-get install prometheus)"
     fi
   fi
   if ! cargo nextest --version >/dev/null 2>&1; then
