@@ -142,7 +142,7 @@ mod tests {
         acker.join().expect("acker thread");
         assert_eq!(finalizer.budget().in_flight(), (0, 0));
         assert_eq!(
-            finalizer.take_committable_for(&[key.clone()]),
+            finalizer.take_committable_for(std::slice::from_ref(&key)),
             vec![(key, 1)]
         );
     }

@@ -27,12 +27,15 @@ impl Route {
     }
 }
 
+/// A source topic's shared name and its route.
+type ResolvedTopic = (Arc<str>, Arc<Route>);
+
 /// All routes plus the shared decoder; resolves topics with a per-topic cache.
 #[derive(Debug)]
 pub struct RouteTable {
     routes: Vec<Arc<Route>>,
     decoder: Option<Arc<Decoder>>,
-    resolved: Mutex<HashMap<String, Option<(Arc<str>, Arc<Route>)>>>,
+    resolved: Mutex<HashMap<String, Option<ResolvedTopic>>>,
 }
 
 impl RouteTable {
@@ -111,7 +114,7 @@ impl RouteTable {
     }
 
     /// The route of `topic` (first matching route wins) and a shared copy of the topic name.
-    pub fn resolve(&self, topic: &str) -> Option<(Arc<str>, Arc<Route>)> {
+    pub fn resolve(&self, topic: &str) -> Option<ResolvedTopic> {
         // Only the consuming task resolves, so the lock is never contended.
         let mut resolved = self
             .resolved
