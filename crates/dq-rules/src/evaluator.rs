@@ -10,7 +10,7 @@ use serde::Serialize;
 use crate::error::LoadError;
 use crate::path::{FieldPath, Located};
 use crate::reference::{ReferenceData, ReferenceError, ReferenceSnapshot, load_reference};
-use crate::resolve::FieldTrie;
+use crate::resolve::{FieldTrie, key_parts};
 use crate::ruleset::{
     Bound, RegoMode, RegoPolicy, RuleKind, RuleSet, Severity, ValueType, parse_timestamp,
 };
@@ -73,10 +73,16 @@ fn serialize_arc_str<S: serde::Serializer>(
     }
 }
 
+/// Up to this many strings an `in_set` rule compares against each instead of hashing: hashing
+/// the value and probing cost more than a few integer comparisons.
+const LINEAR_STRINGS: usize = 8;
+
 /// Scalars of an `in_set` rule, split by type so lookups never allocate.
 #[derive(Debug, Default)]
 struct ValueSet {
     strings: FxHashSet<Box<str>>,
+    /// The strings again, with their length and [`key_parts`], when there are few of them.
+    few_strings: Option<Vec<(usize, (u64, u64), Box<str>)>>,
     integers: FxHashSet<i64>,
     floats: Vec<f64>,
     booleans: [bool; 2],
@@ -98,12 +104,33 @@ impl ValueSet {
                 _ => {}
             }
         }
+        if set.strings.len() <= LINEAR_STRINGS {
+            set.few_strings = Some(
+                set.strings
+                    .iter()
+                    .map(|s| (s.len(), key_parts(s.as_bytes()), s.clone()))
+                    .collect(),
+            );
+        }
         set
+    }
+
+    #[inline]
+    fn contains_str(&self, value: &str) -> bool {
+        match &self.few_strings {
+            Some(few) => {
+                let (len, parts) = (value.len(), key_parts(value.as_bytes()));
+                // key_parts is the whole key up to 16 bytes.
+                few.iter()
+                    .any(|(l, p, s)| *l == len && *p == parts && (len <= 16 || **s == *value))
+            }
+            None => self.strings.contains(value),
+        }
     }
 
     fn contains(&self, value: Scalar<'_>) -> bool {
         match value {
-            Scalar::Str(s) => self.strings.contains(s),
+            Scalar::Str(s) => self.contains_str(s),
             Scalar::Int(i) => {
                 // i64 → f64 is exact for the magnitudes sets hold in practice.
                 #[allow(clippy::cast_precision_loss)]
@@ -650,7 +677,9 @@ fn check_value<V: RecordView>(
             exclusive_max,
         } => {
             let length = match scalar {
-                // Unicode scalar values, like Python's len().
+                // Unicode scalar values, like Python's len(); ASCII (checked a word at a time)
+                // has one per byte, which spares the per-character count.
+                Scalar::Str(s) if s.is_ascii() => s.len() as u64,
                 Scalar::Str(s) => s.chars().count() as u64,
                 Scalar::Array(n) => n as u64,
                 _ => return wrong_type("a string or an array"),

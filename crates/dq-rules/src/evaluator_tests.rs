@@ -460,3 +460,30 @@ fn json_record_reads_repeated_keys_and_escapes_like_serde_value() {
         assert_eq!(evaluator.evaluate(&parsed), evaluator.evaluate(&value), "{text}");
     }
 }
+
+#[test]
+fn in_set_strings_match_exactly_in_small_and_large_sets() {
+    let long = "a-value-longer-than-sixteen-bytes";
+    let small = one_rule(
+        "in_set",
+        "v",
+        &format!("{{values: [aaaaaaaa, '{long}', 'é', '']}}"),
+    );
+    for (value, inside) in [
+        ("aaaaaaaa", true),
+        ("aaaaaaaaa", false),
+        ("aaaaaaa", false),
+        (long, true),
+        ("a-value-longer-than-sixteen-bytez", false),
+        ("a-value-longer-XXXX-sixteen-bytes", false),
+        ("é", true),
+        ("", true),
+        ("e", false),
+    ] {
+        assert_eq!(!fails(&small, &json!({ "v": value })), inside, "{value:?}");
+    }
+    let names: Vec<String> = (0..20).map(|i| format!("v{i}")).collect();
+    let large = one_rule("in_set", "v", &format!("{{values: [{}]}}", names.join(", ")));
+    assert!(!fails(&large, &json!({"v": "v19"})));
+    assert!(fails(&large, &json!({"v": "v20"})));
+}

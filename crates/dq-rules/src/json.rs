@@ -181,7 +181,11 @@ impl RecordView for JsonRecord<'_> {
         }
     }
 
-    fn for_each_field<'s>(&'s self, visit: &mut dyn FnMut(&'s str, &'s Self) -> bool) -> bool {
+    #[inline]
+    fn for_each_field<'s, F>(&'s self, mut visit: F) -> bool
+    where
+        F: FnMut(&'s str, &'s Self) -> bool,
+    {
         match self {
             // Backwards, so a repeated key first comes with its last value, the one `field` finds.
             JsonRecord::Object(fields) => {
@@ -245,7 +249,7 @@ mod tests {
         assert!(matches!(record.field("k"), Some(JsonRecord::Str(Cow::Borrowed("last")))));
         assert!(matches!(record.field("e"), Some(JsonRecord::Str(Cow::Owned(_)))));
         let mut first = None;
-        record.for_each_field(&mut |name, value| {
+        record.for_each_field(|name, value| {
             if name == "k" && first.is_none() {
                 first = Some(value.clone());
             }

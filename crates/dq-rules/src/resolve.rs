@@ -18,55 +18,90 @@ const LINEAR_CHILDREN: usize = 12;
 /// Records resolving to at most this many trie nodes keep their slots on the stack.
 const STACK_SLOTS: usize = 32;
 
-/// A child's name with its length and first 8 bytes as a number: most keys are told apart by
-/// two integer comparisons, and keys of up to 8 bytes are matched without a `memcmp` call.
+/// A key as two numbers that are the whole key for keys of up to 16 bytes (first and last 8,
+/// first and last 4, or the bytes themselves, overlapping), so most keys are matched with two
+/// integer comparisons instead of a `memcmp` call; longer keys compare the rest too.
+#[inline]
+pub(crate) fn key_parts(bytes: &[u8]) -> (u64, u64) {
+    let len = bytes.len();
+    if let (Some(first), Some(last)) = (bytes.first_chunk::<8>(), bytes.last_chunk::<8>()) {
+        (u64::from_le_bytes(*first), u64::from_le_bytes(*last))
+    } else if let (Some(first), Some(last)) = (bytes.first_chunk::<4>(), bytes.last_chunk::<4>())
+    {
+        (
+            u64::from(u32::from_le_bytes(*first)),
+            u64::from(u32::from_le_bytes(*last)),
+        )
+    } else if let (Some(first), Some(last)) = (bytes.first(), bytes.last()) {
+        let middle = bytes.get(len / 2).copied().unwrap_or(0);
+        (
+            u64::from(*first) | u64::from(middle) << 8 | u64::from(*last) << 16,
+            0,
+        )
+    } else {
+        (0, 0)
+    }
+}
+
 #[derive(Debug)]
 struct Child {
-    len: usize,
-    head: u64,
+    parts: (u64, u64),
     name: Box<str>,
     node: usize,
 }
 
-/// The first 8 bytes of `name`, zero-padded, as a little-endian number.
-#[inline]
-fn head(name: &[u8]) -> u64 {
-    match name.first_chunk::<8>() {
-        Some(first) => u64::from_le_bytes(*first),
-        None => {
-            let mut head = 0u64;
-            for (i, &byte) in name.iter().enumerate() {
-                head |= u64::from(byte) << (8 * i);
-            }
-            head
-        }
-    }
-}
-
 #[derive(Debug, Default)]
 struct Node {
+    /// Sorted by name length; `by_len[n]..by_len[n + 1]` are the children of length `n`.
     children: Vec<Child>,
+    by_len: Vec<usize>,
     by_name: Option<FxHashMap<Box<str>, usize>>,
 }
 
 impl Node {
-    #[inline]
-    fn child(&self, name: &str) -> Option<usize> {
-        match &self.by_name {
-            Some(map) => map.get(name).copied(),
-            None => {
-                let bytes = name.as_bytes();
-                let (len, head) = (bytes.len(), head(bytes));
+    fn add(&mut self, name: &str, node: usize) {
+        let at = self.children.partition_point(|c| c.name.len() <= name.len());
+        self.children.insert(
+            at,
+            Child {
+                parts: key_parts(name.as_bytes()),
+                name: name.into(),
+                node,
+            },
+        );
+        let longest = self.children.last().map_or(0, |c| c.name.len());
+        self.by_len = (0..=longest + 1)
+            .map(|len| self.children.partition_point(|c| c.name.len() < len))
+            .collect();
+        if self.children.len() > LINEAR_CHILDREN {
+            self.by_name = Some(
                 self.children
                     .iter()
-                    .find(|c| {
-                        c.len == len
-                            && c.head == head
-                            && (len <= 8 || c.name.as_bytes().get(8..) == bytes.get(8..))
-                    })
-                    .map(|c| c.node)
-            }
+                    .map(|c| (c.name.clone(), c.node))
+                    .collect(),
+            );
         }
+    }
+
+    #[inline(always)]
+    fn child(&self, name: &str) -> Option<usize> {
+        if let Some(map) = &self.by_name {
+            return map.get(name).copied();
+        }
+        let bytes = name.as_bytes();
+        let len = bytes.len();
+        let (Some(&from), Some(&to)) = (self.by_len.get(len), self.by_len.get(len + 1)) else {
+            return None; // longer than every child
+        };
+        if from == to {
+            return None;
+        }
+        let parts = key_parts(bytes);
+        self.children
+            .get(from..to)?
+            .iter()
+            .find(|c| c.parts == parts && (len <= 16 || *c.name == *name))
+            .map(|c| c.node)
     }
 }
 
@@ -94,22 +129,7 @@ impl FieldTrie {
                 None => {
                     let child = self.nodes.len();
                     self.nodes.push(Node::default());
-                    let parent = &mut self.nodes[node];
-                    parent.children.push(Child {
-                        len: name.len(),
-                        head: head(name.as_bytes()),
-                        name: name.into(),
-                        node: child,
-                    });
-                    if parent.children.len() > LINEAR_CHILDREN {
-                        parent.by_name = Some(
-                            parent
-                                .children
-                                .iter()
-                                .map(|c| (c.name.clone(), c.node))
-                                .collect(),
-                        );
-                    }
+                    self.nodes[node].add(name, child);
                     child
                 }
             };
@@ -150,7 +170,7 @@ impl FieldTrie {
                 [only] => slots[only.node] = value.field(&only.name),
                 _ => {
                     let mut remaining = node.children.len();
-                    let walked = value.for_each_field(&mut |name, field| {
+                    let walked = value.for_each_field(|name, field| {
                         if let Some(child) = node.child(name)
                             && slots[child].is_none()
                         {
@@ -203,19 +223,30 @@ mod tests {
     #[test]
     fn keys_sharing_their_first_8_bytes_are_told_apart() {
         let mut trie = FieldTrie::new();
-        let paths = ["created_at", "created_by", "created_", "c", "é", "createdXat"];
+        let paths = [
+            "created_at", "created_by", "created_", "c", "é", "createdXat", "ab", "ba", "abc",
+            "abcd", "abdc", "a_very_long_key_beyond_16_bytes_1", "a_very_long_key_beyond_16_bytes_2",
+        ];
         let nodes: Vec<usize> = paths
             .iter()
             .map(|p| trie.insert(&FieldPath::parse(p).expect("valid path")).0)
             .collect();
-        let record = json!({"created_by": 2, "created_": 3, "createdXat": 6, "c": 4, "é": 5, "other": 0});
+        let record = json!({
+            "created_by": 2, "created_": 3, "createdXat": 6, "c": 4, "é": 5, "other": 0,
+            "ba": 7, "abc": 8, "abdc": 9, "a_very_long_key_beyond_16_bytes_2": 10, "aXc": 0,
+            "a_very_long_key_beyond_16_bytes_3": 0, "": 0,
+        });
         trie.resolve(&record, |slots| {
             let found: Vec<Option<serde_json::Value>> =
                 nodes.iter().map(|n| slots[*n].cloned()).collect();
-            assert_eq!(
-                found,
-                vec![None, Some(json!(2)), Some(json!(3)), Some(json!(4)), Some(json!(5)), Some(json!(6))]
-            );
+            let expected: Vec<Option<serde_json::Value>> = [
+                None, Some(2), Some(3), Some(4), Some(5), Some(6), None, Some(7), Some(8), None,
+                Some(9), None, Some(10),
+            ]
+            .into_iter()
+            .map(|v| v.map(|v| json!(v)))
+            .collect();
+            assert_eq!(found, expected);
         });
     }
 

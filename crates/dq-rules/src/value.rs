@@ -53,7 +53,11 @@ pub trait RecordView {
     /// [`RecordView::field`] returns. The evaluator resolves all the fields a rule set reads in
     /// one pass over the object this way, instead of one hashed lookup per rule; the default says
     /// "not supported" and makes it use [`RecordView::field`].
-    fn for_each_field<'a>(&'a self, visit: &mut dyn FnMut(&'a str, &'a Self) -> bool) -> bool {
+    fn for_each_field<'a, F>(&'a self, visit: F) -> bool
+    where
+        F: FnMut(&'a str, &'a Self) -> bool,
+        Self: Sized,
+    {
         let _ = visit;
         false
     }
@@ -91,7 +95,11 @@ impl RecordView for JsonValue {
         }
     }
 
-    fn for_each_field<'a>(&'a self, visit: &mut dyn FnMut(&'a str, &'a Self) -> bool) -> bool {
+    #[inline]
+    fn for_each_field<'a, F>(&'a self, mut visit: F) -> bool
+    where
+        F: FnMut(&'a str, &'a Self) -> bool,
+    {
         match self {
             // Keys of a serde_json map are unique.
             JsonValue::Object(map) => {
@@ -165,7 +173,11 @@ impl RecordView for AvroValue {
         }
     }
 
-    fn for_each_field<'a>(&'a self, visit: &mut dyn FnMut(&'a str, &'a Self) -> bool) -> bool {
+    #[inline]
+    fn for_each_field<'a, F>(&'a self, mut visit: F) -> bool
+    where
+        F: FnMut(&'a str, &'a Self) -> bool,
+    {
         match through_unions(self) {
             // In order, so a repeated record field name first comes with the value `field` finds.
             AvroValue::Record(fields) => {
