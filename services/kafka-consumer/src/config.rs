@@ -142,6 +142,20 @@ pub struct DeliveryConfig {
     /// uncommitted (their records are then processed again by the next owner, same event ids).
     #[serde(with = "humantime_serde")]
     pub rebalance_drain_timeout: Duration,
+    /// exactly_once: a transaction holds at most this many source records...
+    pub transaction_max_records: u64,
+    /// ...and is committed at least this often while records arrive.
+    #[serde(with = "humantime_serde")]
+    pub transaction_interval: Duration,
+    /// exactly_once: the producer's `transactional.id` is `<prefix>-<service.instance_id>`, so
+    /// set `service.instance_id` to something stable per instance (a pod ordinal).
+    pub transactional_id_prefix: String,
+    /// exactly_once: `transaction.timeout.ms`; the broker aborts a transaction left open longer.
+    #[serde(with = "humantime_serde")]
+    pub transaction_timeout: Duration,
+    /// Tests only: lets `SUMMIT_TEST_FAIL_TXN_AFTER=<n>` make the n-th transaction abort
+    /// instead of committing (exactly_once). Ignored unless true.
+    pub test_fault_injection: bool,
 }
 
 impl Default for DeliveryConfig {
@@ -152,6 +166,11 @@ impl Default for DeliveryConfig {
             retry_backoff: Duration::from_millis(100),
             retry_backoff_max: Duration::from_secs(5),
             rebalance_drain_timeout: Duration::from_secs(10),
+            transaction_max_records: 500,
+            transaction_interval: Duration::from_millis(100),
+            transactional_id_prefix: "summit-kafka-consumer".to_owned(),
+            transaction_timeout: Duration::from_secs(60),
+            test_fault_injection: false,
         }
     }
 }
@@ -308,10 +327,29 @@ impl Config {
             "delivery.rebalance_drain_timeout",
             self.delivery.rebalance_drain_timeout,
         )?;
-        if self.delivery.mode == DeliveryMode::ExactlyOnce {
+        positive(
+            "delivery.transaction_max_records",
+            self.delivery.transaction_max_records,
+        )?;
+        positive_duration(
+            "delivery.transaction_interval",
+            self.delivery.transaction_interval,
+        )?;
+        positive_duration(
+            "delivery.transaction_timeout",
+            self.delivery.transaction_timeout,
+        )?;
+        nonempty(
+            "delivery.transactional_id_prefix",
+            &self.delivery.transactional_id_prefix,
+        )?;
+        if self.delivery.mode == DeliveryMode::ExactlyOnce
+            && self.mesh_bootstrap_servers() != self.kafka.bootstrap_servers
+        {
+            // send_offsets_to_transaction commits through the producer's cluster.
             return Err(ConfigError::invalid(
-                "delivery.mode",
-                "exactly_once is not implemented in this build yet; use effectively_once",
+                "mesh.bootstrap_servers",
+                "exactly_once needs the mesh and the source on one cluster",
             ));
         }
         if self.routes.is_empty() {
@@ -367,6 +405,16 @@ impl Config {
             .instance_id
             .clone()
             .unwrap_or_else(|| format!("kafka-consumer-{}", std::process::id()))
+    }
+
+    /// exactly_once: one transactional id per instance (KIP-447: the consumer group metadata
+    /// sent with the offsets fences zombies, so no per-partition ids are needed).
+    pub fn transactional_id(&self) -> String {
+        format!(
+            "{}-{}",
+            self.delivery.transactional_id_prefix,
+            self.instance_id()
+        )
     }
 
     pub fn rules_path(&self, route: &RouteConfig) -> PathBuf {

@@ -2,9 +2,11 @@
 //!
 //! `config` reads and checks the configuration, `routing` resolves a source topic to its
 //! dataset, decoder and rule set, `rebalance` drains and commits revoked partitions, and
-//! `pipeline` runs consume → decode → dq → route with ordered offset commits.
+//! `pipeline` runs consume → decode → dq → route with ordered offset commits, and
+//! `exactly_once` runs the same routing inside Kafka transactions (`delivery.mode: exactly_once`).
 
 pub mod config;
+pub mod exactly_once;
 pub mod pipeline;
 pub mod rebalance;
 pub mod routing;

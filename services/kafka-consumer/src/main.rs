@@ -6,7 +6,8 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use clap::Parser;
-use kafka_consumer::config::Config;
+use kafka_consumer::config::{Config, DeliveryMode};
+use kafka_consumer::exactly_once::{TransactionError, TransactionalPipeline};
 use kafka_consumer::pipeline::Pipeline;
 use kafka_consumer::routing::RouteTable;
 use tokio::signal::unix::{SignalKind, signal};
@@ -21,6 +22,8 @@ struct Args {
 
 /// Exit code for configuration errors, so scripts can tell them from runtime failures.
 const EXIT_CONFIG: u8 = 2;
+/// Exit code when exactly_once's producer was fenced by a newer instance with the same id.
+const EXIT_FENCED: u8 = 3;
 
 #[tokio::main]
 async fn main() -> ExitCode {
@@ -50,7 +53,12 @@ async fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("kafka-consumer: {error:#}");
-            ExitCode::FAILURE
+            // Fenced: another process took this instance's transactional id; restarting
+            // this one would only fence that one in turn.
+            match error.downcast_ref::<TransactionError>() {
+                Some(TransactionError::Fenced(_)) => ExitCode::from(EXIT_FENCED),
+                _ => ExitCode::FAILURE,
+            }
         }
     }
 }
@@ -58,13 +66,19 @@ async fn main() -> ExitCode {
 async fn run(config: Arc<Config>, routes: RouteTable) -> anyhow::Result<()> {
     let mut terminate = signal(SignalKind::terminate())?;
     let mut interrupt = signal(SignalKind::interrupt())?;
-    let pipeline = Pipeline::build(config, routes, None)?;
     let shutdown = async move {
         tokio::select! {
             _ = terminate.recv() => tracing::info!("SIGTERM: draining"),
             _ = interrupt.recv() => tracing::info!("SIGINT: draining"),
         }
     };
+    if config.delivery.mode == DeliveryMode::ExactlyOnce {
+        TransactionalPipeline::build(config, routes)?
+            .run(shutdown)
+            .await?;
+        return Ok(());
+    }
+    let pipeline = Pipeline::build(config, routes, None)?;
     let outcome = pipeline.run(shutdown).await?;
     if !outcome.drained {
         tracing::warn!("grace period ended with unacknowledged outputs; they will be re-read");

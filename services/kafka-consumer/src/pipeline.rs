@@ -303,11 +303,85 @@ impl Pipeline {
         drained
     }
 
+    fn classifier(&self) -> RecordClassifier<'_> {
+        RecordClassifier {
+            config: &self.config,
+            routes: &self.routes,
+            outcomes: self.outcomes.as_ref(),
+        }
+    }
+
     async fn process(
         &self,
         message: &BorrowedMessage<'_>,
         shutdown: &mut Pin<&mut impl Future<Output = ()>>,
     ) -> Result<(), PipelineError> {
+        if let Some(record) = self.classifier().classify(message, shutdown).await? {
+            self.emit(
+                record.partition_key,
+                record.offset,
+                record.bytes,
+                record.event_time_ms,
+                record.outputs,
+            )
+            .await;
+        }
+        Ok(())
+    }
+
+    /// Registers the record's outputs with the finalizer, then sends them.
+    async fn emit(
+        &self,
+        partition_key: PartitionKey,
+        offset: i64,
+        bytes: u64,
+        event_time_ms: i64,
+        outputs: Vec<OutboundRecord>,
+    ) {
+        let count = u32::try_from(outputs.len()).unwrap_or(u32::MAX);
+        self.finalizer
+            .register(&partition_key, offset, count, bytes);
+        for record in outputs {
+            let ticket = DeliveryTicket {
+                partition: partition_key.clone(),
+                offset,
+                kind: record.kind,
+                event_time_ms,
+                attempt: 0,
+            };
+            self.producer.send(record, ticket).await;
+        }
+    }
+}
+
+/// One source record's outputs, decided but not yet sent.
+#[derive(Debug)]
+pub(crate) struct ClassifiedRecord {
+    pub(crate) partition_key: PartitionKey,
+    pub(crate) offset: i64,
+    /// Key + payload bytes of the source record.
+    pub(crate) bytes: u64,
+    pub(crate) event_time_ms: i64,
+    pub(crate) outputs: Vec<OutboundRecord>,
+}
+
+/// size/header checks → decode → dq → outputs for one source record; shared by both delivery
+/// modes (the effectively_once pipeline and `exactly_once`), which differ only in how they send.
+#[derive(Debug)]
+pub(crate) struct RecordClassifier<'a> {
+    pub(crate) config: &'a Config,
+    pub(crate) routes: &'a RouteTable,
+    pub(crate) outcomes: Option<&'a Arc<dyn OutcomeObserver>>,
+}
+
+impl RecordClassifier<'_> {
+    /// `Ok(None)`: shutdown arrived while the registry was unreachable; the record stays
+    /// uncommitted.
+    pub(crate) async fn classify(
+        &self,
+        message: &BorrowedMessage<'_>,
+        shutdown: &mut Pin<&mut impl Future<Output = ()>>,
+    ) -> Result<Option<ClassifiedRecord>, PipelineError> {
         let topic = message.topic();
         let partition = message.partition();
         let offset = message.offset();
@@ -340,10 +414,13 @@ impl Pipeline {
                 DlqErrorKind::Undecodable,
                 "no route matches this topic",
             );
-            let partition_key = PartitionKey::new(topic, partition);
-            self.emit(partition_key, offset, bytes, event_time_ms, vec![record])
-                .await;
-            return Ok(());
+            return Ok(Some(ClassifiedRecord {
+                partition_key: PartitionKey::new(topic, partition),
+                offset,
+                bytes,
+                event_time_ms,
+                outputs: vec![record],
+            }));
         };
         let partition_key = PartitionKey {
             topic: topic_name,
@@ -415,7 +492,7 @@ impl Pipeline {
         let decoded = match self.decode(&route, payload, schema_id, shutdown).await {
             Ok(Some(decoded)) => decoded,
             // Shutdown while the registry was unreachable: the record stays uncommitted.
-            Ok(None) => return Ok(()),
+            Ok(None) => return Ok(None),
             Err(DecodeFailure::Record { kind, error }) => {
                 return self
                     .reject(
@@ -467,9 +544,13 @@ impl Pipeline {
         if let Some(observer) = &self.outcomes {
             observer.observe(dataset, &event_id, RecordOutcome::Routed(&outcome));
         }
-        self.emit(partition_key, offset, bytes, event_time_ms, outputs)
-            .await;
-        Ok(())
+        Ok(Some(ClassifiedRecord {
+            partition_key,
+            offset,
+            bytes,
+            event_time_ms,
+            outputs,
+        }))
     }
 
     /// Decodes with the registry (retrying while it is unreachable) or as plain JSON.
@@ -564,7 +645,7 @@ impl Pipeline {
         kind: DlqErrorKind,
         error: &str,
         event_time_ms: i64,
-    ) -> Result<(), PipelineError> {
+    ) -> Result<Option<ClassifiedRecord>, PipelineError> {
         let record = self.dead_letter(message, provenance, kind, error);
         if let Some(observer) = &self.outcomes {
             observer.observe(
@@ -574,39 +655,13 @@ impl Pipeline {
             );
         }
         let bytes = (message.payload_len() + message.key().map_or(0, <[u8]>::len)) as u64;
-        self.emit(
+        Ok(Some(ClassifiedRecord {
             partition_key,
-            message.offset(),
+            offset: message.offset(),
             bytes,
             event_time_ms,
-            vec![record],
-        )
-        .await;
-        Ok(())
-    }
-
-    /// Registers the record's outputs with the finalizer, then sends them.
-    async fn emit(
-        &self,
-        partition_key: PartitionKey,
-        offset: i64,
-        bytes: u64,
-        event_time_ms: i64,
-        outputs: Vec<OutboundRecord>,
-    ) {
-        let count = u32::try_from(outputs.len()).unwrap_or(u32::MAX);
-        self.finalizer
-            .register(&partition_key, offset, count, bytes);
-        for record in outputs {
-            let ticket = DeliveryTicket {
-                partition: partition_key.clone(),
-                offset,
-                kind: record.kind,
-                event_time_ms,
-                attempt: 0,
-            };
-            self.producer.send(record, ticket).await;
-        }
+            outputs: vec![record],
+        }))
     }
 }
 
