@@ -421,6 +421,7 @@ impl Evaluator {
                             format!("expected an array, found {}", value.scalar().type_name()),
                             Some(render_observed(value)),
                         )),
+                        Located::Found(value) if quick_pass(&rule.check, value, &references) => None,
                         Located::Found(value) => {
                             check_value(rule, index, value, &references, unique)
                                 .map(|message| (message, Some(render_observed(value))))
@@ -572,7 +573,113 @@ fn describe_range<T: std::fmt::Display>(
     )
 }
 
+/// Whether `value` (a scalar) has one of `types`.
+#[inline]
+fn type_matches(types: &[ValueType], scalar: Scalar<'_>) -> bool {
+    types.iter().any(|t| match (t, scalar) {
+        (ValueType::String, Scalar::Str(_))
+        | (ValueType::Integer, Scalar::Int(_))
+        | (ValueType::Number, Scalar::Int(_) | Scalar::Float(_))
+        | (ValueType::Boolean, Scalar::Bool(_))
+        | (ValueType::Object, Scalar::Object)
+        | (ValueType::Array, Scalar::Array(_))
+        | (ValueType::Bytes, Scalar::Bytes(_))
+        | (ValueType::Timestamp, Scalar::Timestamp(_)) => true,
+        (ValueType::Timestamp, Scalar::Str(s)) => parse_timestamp(s).is_some(),
+        _ => false,
+    })
+}
+
+/// Unicode scalar values, like Python's len(); ASCII (checked a word at a time) has one per
+/// byte, which spares the per-character count.
+#[inline]
+fn char_length(s: &str) -> u64 {
+    if s.is_ascii() {
+        s.len() as u64
+    } else {
+        s.chars().count() as u64
+    }
+}
+
+/// The passing path: `true` only when [`check_value`] would find nothing wrong with `value`.
+/// It decides the common cases with no message building and a small stack frame; `false` means
+/// "ask `check_value`", which repeats the check and words the violation (so failures pay twice,
+/// passes once). Stateful (`unique`) and Rego rules always go to `check_value`.
+#[inline]
+fn quick_pass<V: RecordView>(check: &Check, value: &V, references: &ReferenceData) -> bool {
+    let scalar = value.scalar();
+    #[allow(clippy::cast_precision_loss)]
+    match (check, scalar) {
+        // Nulls pass every kind but `required`, in check_value too.
+        (Check::Required, Scalar::Null) => false,
+        (_, Scalar::Null) | (Check::Required, _) => true,
+        (Check::Type(types), scalar) => type_matches(types, scalar),
+        (
+            Check::NumberRange {
+                min,
+                max,
+                exclusive_min,
+                exclusive_max,
+            },
+            Scalar::Int(_) | Scalar::Float(_),
+        ) => {
+            let number = match scalar {
+                Scalar::Int(i) => i as f64,
+                Scalar::Float(f) => f,
+                _ => return false,
+            };
+            !number.is_nan() && !outside(number, *min, *max, *exclusive_min, *exclusive_max)
+        }
+        (
+            Check::TimeRange {
+                min,
+                max,
+                exclusive_min,
+                exclusive_max,
+            },
+            Scalar::Timestamp(_) | Scalar::Str(_),
+        ) => {
+            let micros = match scalar {
+                Scalar::Timestamp(t) => Some(t),
+                Scalar::Str(s) => parse_timestamp(s),
+                _ => None,
+            };
+            micros.is_some_and(|t| !outside(t, *min, *max, *exclusive_min, *exclusive_max))
+        }
+        (Check::InSet(set), Scalar::Str(_) | Scalar::Int(_) | Scalar::Float(_) | Scalar::Bool(_)) => {
+            set.contains(scalar)
+        }
+        (Check::Regex(pattern), Scalar::Str(s)) => pattern.is_match(s),
+        (
+            Check::Length {
+                min,
+                max,
+                exclusive_min,
+                exclusive_max,
+            },
+            Scalar::Str(_) | Scalar::Array(_),
+        ) => {
+            let length = match scalar {
+                Scalar::Str(s) => char_length(s),
+                Scalar::Array(n) => n as u64,
+                _ => return false,
+            };
+            !outside(length, *min, *max, *exclusive_min, *exclusive_max)
+        }
+        (Check::Reference { set_index, .. }, Scalar::Str(_) | Scalar::Int(_)) => {
+            references.sets.get(*set_index).is_some_and(|set| match scalar {
+                Scalar::Str(s) => set.contains_str(s),
+                Scalar::Int(i) => set.contains_integer(i),
+                _ => false,
+            })
+        }
+        _ => false,
+    }
+}
+
 /// Checks one present value; `Some(message)` on failure. Nulls pass every kind but `required`.
+/// Out of line: the passing path is [`quick_pass`], this one words violations.
+#[inline(never)]
 fn check_value<V: RecordView>(
     rule: &CompiledRule,
     rule_index: usize,
@@ -589,19 +696,7 @@ fn check_value<V: RecordView>(
     match &rule.check {
         Check::Required => None,
         Check::Type(types) => {
-            let matches = types.iter().any(|t| match (t, scalar) {
-                (ValueType::String, Scalar::Str(_))
-                | (ValueType::Integer, Scalar::Int(_))
-                | (ValueType::Number, Scalar::Int(_) | Scalar::Float(_))
-                | (ValueType::Boolean, Scalar::Bool(_))
-                | (ValueType::Object, Scalar::Object)
-                | (ValueType::Array, Scalar::Array(_))
-                | (ValueType::Bytes, Scalar::Bytes(_))
-                | (ValueType::Timestamp, Scalar::Timestamp(_)) => true,
-                (ValueType::Timestamp, Scalar::Str(s)) => parse_timestamp(s).is_some(),
-                _ => false,
-            });
-            (!matches).then(|| {
+            (!type_matches(types, scalar)).then(|| {
                 let names: Vec<String> = types
                     .iter()
                     .map(|t| format!("{t:?}").to_lowercase())
@@ -677,10 +772,7 @@ fn check_value<V: RecordView>(
             exclusive_max,
         } => {
             let length = match scalar {
-                // Unicode scalar values, like Python's len(); ASCII (checked a word at a time)
-                // has one per byte, which spares the per-character count.
-                Scalar::Str(s) if s.is_ascii() => s.len() as u64,
-                Scalar::Str(s) => s.chars().count() as u64,
+                Scalar::Str(s) => char_length(s),
                 Scalar::Array(n) => n as u64,
                 _ => return wrong_type("a string or an array"),
             };

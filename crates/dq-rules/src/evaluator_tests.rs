@@ -487,3 +487,50 @@ fn in_set_strings_match_exactly_in_small_and_large_sets() {
     assert!(!fails(&large, &json!({"v": "v19"})));
     assert!(fails(&large, &json!({"v": "v20"})));
 }
+
+const QUICK_PASS_RULES: &str = r#"
+name: quick
+references:
+  known:
+    values: [a, "1", "é"]
+rules:
+  - {id: range, field: amount, kind: range, severity: hard, params: {min: -100, max: 100, exclusive_max: true}}
+  - {id: time, field: name, kind: range, severity: hard, params: {min: "2000-01-01T00:00:00Z"}}
+  - {id: set, field: currency, kind: in_set, severity: soft, params: {values: [a, "é", 1, 2.5, true]}}
+  - {id: regex, field: email, kind: regex, severity: soft, params: {pattern: '^[a-z]+@'}}
+  - {id: required, field: id, kind: required, severity: hard}
+  - {id: length, field: 'items[*].sku', kind: length, severity: soft, params: {min: 1, max: 3, exclusive_min: true}}
+  - {id: type, field: 'tags[*]', kind: type, severity: soft, params: {types: [integer, timestamp, object]}}
+  - {id: number-type, field: amount, kind: type, severity: soft, params: {types: [number]}}
+  - {id: reference, field: email, kind: reference, severity: soft, params: {set: known}}
+  - {id: reference-n, field: amount, kind: reference, severity: soft, params: {set: known}}
+"#;
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(300))]
+
+    /// The passing shortcut never passes what the full check fails.
+    #[test]
+    fn quick_pass_never_hides_a_violation(records in prop::collection::vec(arbitrary_record(), 1..8)) {
+        let evaluator = block_on(Evaluator::build(
+            &RuleSet::from_yaml_str(QUICK_PASS_RULES).expect("valid"),
+        ))
+        .expect("inline reference values load");
+        let references = evaluator.references.load();
+        for record in &records {
+            for (index, rule) in evaluator.rules.iter().enumerate() {
+                let mut seen = Vec::new();
+                rule.field.visit(record, &mut |located, _| {
+                    if let Located::Found(value) = located {
+                        let quick = quick_pass(&rule.check, value, &references);
+                        let full = check_value(rule, index, value, &references, &mut UniqueMode::Skip);
+                        seen.push((value.clone(), quick, full));
+                    }
+                });
+                for (value, quick, full) in seen {
+                    prop_assert!(!quick || full.is_none(), "{} on {}: {:?}", rule.id, value, full);
+                }
+            }
+        }
+    }
+}
