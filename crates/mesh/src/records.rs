@@ -222,6 +222,66 @@ pub fn dq_event_record(
     }
 }
 
+/// The JSON body of a `dq.events` record for a dead-lettered record.
+#[derive(Debug, Serialize)]
+struct DlqEvent<'a> {
+    event_id: &'a str,
+    source: &'a str,
+    /// Absent when no route matched the source topic.
+    dataset: Option<&'a str>,
+    stage: &'a str,
+    outcome: &'a str,
+    error_kind: &'a str,
+    error: &'a str,
+    /// The `dlq.<source-topic>` record holding the payload.
+    dlq_topic: &'a str,
+    event_time: i64,
+    ingest_time: i64,
+}
+
+/// The `dq.events` record of a dead-lettered source record (outcome `dlq`, with the error kind
+/// and reason), so every non-pass record can be found in `dq.events` (DESIGN §4, §5). It has no
+/// `summit-dq` header: that header only takes the rule verdicts `pass`/`soft_fail`/`hard_fail`.
+pub fn dlq_dq_event_record(
+    source_topic: &str,
+    dataset: Option<&str>,
+    provenance: &Provenance<'_>,
+    rejection: &Rejection<'_>,
+    event_time_ms: i64,
+) -> OutboundRecord {
+    let error: String = rejection.error.chars().take(4096).collect();
+    let dlq_topic = topics::dlq(source_topic);
+    let body = DlqEvent {
+        event_id: provenance.event_id,
+        source: provenance.source,
+        dataset,
+        stage: "ingest",
+        outcome: "dlq",
+        error_kind: rejection.kind.as_str(),
+        error: &error,
+        dlq_topic: &dlq_topic,
+        event_time: event_time_ms,
+        ingest_time: rejection.failed_at_ms,
+    };
+    let payload = serde_json::to_vec(&body).unwrap_or_default();
+    let mut out = provenance_headers(7, provenance);
+    out = put(out, headers::ERROR_KIND, rejection.kind.as_str());
+    out = put(out, headers::EVENT_TIME, &event_time_ms.to_string());
+    out = put(
+        out,
+        headers::INGEST_TIME,
+        &rejection.failed_at_ms.to_string(),
+    );
+    out = put(out, "content-type", "application/json");
+    OutboundRecord {
+        kind: OutputKind::DqEvent,
+        topic: topics::DQ_EVENTS.to_owned(),
+        key: Some(provenance.event_id.as_bytes().to_vec()),
+        payload,
+        headers: out,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use rdkafka::message::Headers;
@@ -292,6 +352,38 @@ mod tests {
             header(&event.headers, headers::EVENT_ID).as_deref(),
             Some("e-1")
         );
+    }
+
+    #[test]
+    fn dlq_dq_event_names_the_error_and_the_dlq_topic() {
+        let provenance = Provenance {
+            event_id: "e-3",
+            source: "kafka://local/orders/0/4",
+            trace: None,
+            tracestate: None,
+        };
+        let rejection = Rejection {
+            kind: DlqErrorKind::Undecodable,
+            error: "not JSON",
+            failed_at_ms: 9,
+        };
+        let event = dlq_dq_event_record("orders", Some("sales"), &provenance, &rejection, 3);
+        assert_eq!(event.topic, topics::DQ_EVENTS);
+        assert_eq!(event.kind, OutputKind::DqEvent);
+        let body: serde_json::Value = serde_json::from_slice(&event.payload).expect("json");
+        assert_eq!(body["outcome"], "dlq");
+        assert_eq!(body["error_kind"], "undecodable");
+        assert_eq!(body["error"], "not JSON");
+        assert_eq!(body["dataset"], "sales");
+        assert_eq!(body["dlq_topic"], topics::dlq("orders"));
+        assert_eq!(
+            header(&event.headers, headers::SOURCE).as_deref(),
+            Some("kafka://local/orders/0/4")
+        );
+        assert_eq!(header(&event.headers, headers::DQ), None);
+        let unrouted = dlq_dq_event_record("x", None, &provenance, &rejection, 3);
+        let body: serde_json::Value = serde_json::from_slice(&unrouted.payload).expect("json");
+        assert!(body["dataset"].is_null());
     }
 
     #[test]

@@ -12,6 +12,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 use serde_yaml_ng::Value as YamlValue;
+pub use summit_telemetry::TracingConfig;
+use summit_tickets::WebhookConfig;
 
 pub const ENV_PREFIX: &str = "SUMMIT_";
 
@@ -55,6 +57,16 @@ pub struct Config {
     pub delivery: DeliveryConfig,
     #[serde(default)]
     pub limits: LimitsConfig,
+    #[serde(default)]
+    pub admin: AdminConfig,
+    /// Logs and OTLP span export.
+    #[serde(default)]
+    pub telemetry: TracingConfig,
+    #[serde(default)]
+    pub lineage: LineageConfig,
+    /// Absent: no data-quality tickets.
+    #[serde(default)]
+    pub tickets: Option<TicketsConfig>,
     pub routes: Vec<RouteConfig>,
     /// Directory of the config file: relative rule paths are resolved against it.
     #[serde(skip)]
@@ -200,6 +212,83 @@ impl Default for LimitsConfig {
             fetch_queue_kbytes: 16 * 1024,
         }
     }
+}
+
+/// The admin HTTP port: `/healthz`, `/readyz`, `/metrics`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdminConfig {
+    /// `127.0.0.1:0` picks a free port; the bound address is logged as `admin_addr`.
+    pub listen: std::net::SocketAddr,
+    /// How often `summit_consumer_lag` is refreshed (librdkafka statistics interval).
+    #[serde(with = "humantime_serde")]
+    pub lag_interval: Duration,
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        Self {
+            listen: std::net::SocketAddr::from(([127, 0, 0, 1], 9464)),
+            lag_interval: Duration::from_secs(5),
+        }
+    }
+}
+
+/// OpenLineage events to `lineage.events` (DESIGN §6), on the commit path.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LineageConfig {
+    /// Off: offsets are committed without lineage (for local experiments only).
+    pub enabled: bool,
+    /// The cluster holding the lineage topic; defaults to the mesh cluster.
+    pub bootstrap_servers: Option<String>,
+    pub topic: String,
+    /// One emission tries at most this many sends...
+    pub max_attempts: u32,
+    /// ...within this much time; then the commit is held and retried at the next commit tick.
+    #[serde(with = "humantime_serde")]
+    pub emit_budget: Duration,
+    /// How long librdkafka keeps one send in flight.
+    #[serde(with = "humantime_serde")]
+    pub attempt_timeout: Duration,
+    #[serde(with = "humantime_serde")]
+    pub initial_backoff: Duration,
+    /// Extra librdkafka producer properties for the lineage producer.
+    pub producer_properties: BTreeMap<String, String>,
+}
+
+impl Default for LineageConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            bootstrap_servers: None,
+            topic: summit_envelope::topics::LINEAGE_EVENTS.to_owned(),
+            max_attempts: 3,
+            emit_budget: Duration::from_secs(10),
+            attempt_timeout: Duration::from_secs(3),
+            initial_backoff: Duration::from_millis(200),
+            producer_properties: BTreeMap::new(),
+        }
+    }
+}
+
+/// Data-quality tickets: one per (dataset, rule) per `window` once `threshold` failures of
+/// that rule are seen in it.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TicketsConfig {
+    pub threshold: u64,
+    #[serde(with = "humantime_serde")]
+    pub window: Duration,
+    #[serde(default = "default_max_samples")]
+    pub max_samples: usize,
+    /// `url` plus optional `request_timeout`, `max_attempts`, `initial_backoff`, `max_backoff`,
+    /// `queue_capacity`.
+    pub webhook: WebhookConfig,
+}
+
+fn default_max_samples() -> usize {
+    10
 }
 
 /// Where records of some source topics go.
@@ -352,6 +441,18 @@ impl Config {
                 "exactly_once needs the mesh and the source on one cluster",
             ));
         }
+        if self.lineage.enabled {
+            nonempty("lineage.topic", &self.lineage.topic)?;
+            positive("lineage.max_attempts", u64::from(self.lineage.max_attempts))?;
+            positive_duration("lineage.emit_budget", self.lineage.emit_budget)?;
+            positive_duration("lineage.attempt_timeout", self.lineage.attempt_timeout)?;
+        }
+        positive_duration("admin.lag_interval", self.admin.lag_interval)?;
+        if let Some(tickets) = &self.tickets {
+            positive("tickets.threshold", tickets.threshold)?;
+            positive_duration("tickets.window", tickets.window)?;
+            nonempty("tickets.webhook.url", &tickets.webhook.url)?;
+        }
         if self.routes.is_empty() {
             return Err(ConfigError::invalid(
                 "routes",
@@ -398,6 +499,13 @@ impl Config {
             .bootstrap_servers
             .as_deref()
             .unwrap_or(&self.kafka.bootstrap_servers)
+    }
+
+    pub fn lineage_bootstrap_servers(&self) -> &str {
+        self.lineage
+            .bootstrap_servers
+            .as_deref()
+            .unwrap_or_else(|| self.mesh_bootstrap_servers())
     }
 
     pub fn instance_id(&self) -> String {

@@ -8,8 +8,8 @@ use std::sync::Arc;
 use clap::Parser;
 use kafka_consumer::config::{Config, DeliveryMode};
 use kafka_consumer::exactly_once::{TransactionError, TransactionalPipeline};
-use kafka_consumer::pipeline::Pipeline;
 use kafka_consumer::routing::RouteTable;
+use kafka_consumer::service::SERVICE_NAME;
 use tokio::signal::unix::{SignalKind, signal};
 
 #[derive(Debug, Parser)]
@@ -27,18 +27,19 @@ const EXIT_FENCED: u8 = 3;
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
     let args = Args::parse();
     let config = match Config::load(&args.config, std::env::vars()) {
         Ok(config) => Arc::new(config),
         Err(error) => {
             eprintln!("kafka-consumer: configuration error: {error}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    // Kept to the end of main: dropping it flushes buffered spans.
+    let _tracing = match summit_telemetry::init_tracing(SERVICE_NAME, &config.telemetry) {
+        Ok(guard) => guard,
+        Err(error) => {
+            eprintln!("kafka-consumer: configuration error: telemetry: {error}");
             return ExitCode::from(EXIT_CONFIG);
         }
     };
@@ -78,8 +79,7 @@ async fn run(config: Arc<Config>, routes: RouteTable) -> anyhow::Result<()> {
             .await?;
         return Ok(());
     }
-    let pipeline = Pipeline::build(config, routes, None)?;
-    let outcome = pipeline.run(shutdown).await?;
+    let outcome = kafka_consumer::service::run(config, routes, shutdown).await?;
     if !outcome.drained {
         tracing::warn!("grace period ended with unacknowledged outputs; they will be re-read");
     }

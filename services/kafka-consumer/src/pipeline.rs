@@ -20,6 +20,10 @@ use summit_mesh::{
 };
 use summit_schema::wire::VALUE_SCHEMA_ID_HEADER;
 use summit_schema::{DecodedPayload, Disposition, SchemaError};
+use summit_telemetry::{
+    MessageSpan, MessagingOperation, MessagingSystem, Metrics, Readiness, trace_context_of,
+};
+use tracing::Instrument as _;
 
 use crate::config::Config;
 use crate::rebalance::{RebalanceHandler, offsets_list};
@@ -32,9 +36,37 @@ pub enum RecordOutcome<'a> {
     DeadLettered(DlqErrorKind),
 }
 
-/// Seam for metrics and tickets: told about every routed record, on the consuming task.
+/// One source record as the observers see it.
+#[derive(Debug, Clone, Copy)]
+pub struct ObservedRecord<'a> {
+    pub partition: &'a PartitionKey,
+    pub offset: i64,
+    /// Key + value bytes.
+    pub bytes: u64,
+    /// `None` when no route matched the topic.
+    pub dataset: Option<&'a str>,
+    pub event_id: &'a str,
+    /// The `summit-schema` value, when the record was decoded.
+    pub schema: Option<&'a str>,
+    pub outcome: RecordOutcome<'a>,
+}
+
+/// Seam for metrics, lineage and tickets: told about every routed or dead-lettered record, on
+/// the consuming task, before its outputs are sent.
 pub trait OutcomeObserver: Send + Sync + std::fmt::Debug {
-    fn observe(&self, dataset: &str, event_id: &str, outcome: RecordOutcome<'_>);
+    fn observe(&self, record: &ObservedRecord<'_>);
+}
+
+/// Several observers behind one, each told in turn.
+#[derive(Debug, Default)]
+pub struct ObserverSet(pub Vec<Arc<dyn OutcomeObserver>>);
+
+impl OutcomeObserver for ObserverSet {
+    fn observe(&self, record: &ObservedRecord<'_>) {
+        for observer in &self.0 {
+            observer.observe(record);
+        }
+    }
 }
 
 /// Seam for lineage: called with the offsets about to be committed; an error holds the commit
@@ -44,6 +76,9 @@ pub trait CommitGate: Send + Sync + std::fmt::Debug {
         &'a self,
         offsets: &'a [(PartitionKey, i64)],
     ) -> Pin<Box<dyn Future<Output = Result<(), String>> + Send + 'a>>;
+
+    /// The partitions were revoked (after their last commit attempt): forget their state.
+    fn released(&self, _partitions: &[PartitionKey]) {}
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -78,6 +113,7 @@ pub struct Pipeline {
     finalizer: Arc<Finalizer>,
     outcomes: Option<Arc<dyn OutcomeObserver>>,
     commit_gate: Option<Arc<dyn CommitGate>>,
+    metrics: Option<Metrics>,
     redelivery: tokio::task::JoinHandle<()>,
 }
 
@@ -124,6 +160,11 @@ impl Pipeline {
             .set(
                 "queued.max.messages.kbytes",
                 limits.fetch_queue_kbytes.to_string(),
+            )
+            // Feeds summit_consumer_lag (see RebalanceHandler::stats).
+            .set(
+                "statistics.interval.ms",
+                config.admin.lag_interval.as_millis().max(100).to_string(),
             );
         for (key, value) in &config.kafka.consumer_properties {
             consumer_config.set(key, value);
@@ -160,17 +201,37 @@ impl Pipeline {
             finalizer,
             outcomes: None,
             commit_gate: None,
+            metrics: None,
             redelivery,
         })
     }
 
+    /// Adds an observer; every observer sees every record, in the order added.
     pub fn with_outcome_observer(mut self, observer: Arc<dyn OutcomeObserver>) -> Self {
-        self.outcomes = Some(observer);
+        self.outcomes = Some(match self.outcomes.take() {
+            None => observer,
+            Some(first) => Arc::new(ObserverSet(vec![first, observer])),
+        });
         self
     }
 
+    /// The gate guards every commit: the periodic ones, the final one and the revoke one.
     pub fn with_commit_gate(mut self, gate: Arc<dyn CommitGate>) -> Self {
+        self.consumer.context().set_commit_gate(gate.clone());
         self.commit_gate = Some(gate);
+        self
+    }
+
+    /// Budget, pause, commit and lag metrics.
+    pub fn with_metrics(mut self, metrics: Metrics) -> Self {
+        self.consumer.context().set_metrics(metrics.clone());
+        self.metrics = Some(metrics);
+        self
+    }
+
+    /// Flipped to connected/assigned by the rebalance callback.
+    pub fn with_readiness(self, readiness: Readiness) -> Self {
+        self.consumer.context().set_readiness(readiness);
         self
     }
 
@@ -240,9 +301,20 @@ impl Pipeline {
             Ok(()) => tracing::debug!(paused, records, bytes, "fetching paused/resumed"),
             Err(error) => tracing::warn!(%error, paused, "pause/resume failed"),
         }
+        if let Some(metrics) = &self.metrics {
+            let count = if paused { assignment.count() } else { 0 };
+            metrics.set_partitions_paused(i64::try_from(count).unwrap_or(i64::MAX));
+        }
     }
 
     async fn commit_ready(&self) {
+        if let Some(metrics) = &self.metrics {
+            let (records, bytes) = self.finalizer.budget().in_flight();
+            metrics.set_inflight(
+                i64::try_from(records).unwrap_or(i64::MAX),
+                i64::try_from(bytes).unwrap_or(i64::MAX),
+            );
+        }
         let offsets = self.finalizer.take_committable();
         if offsets.is_empty() {
             return;
@@ -408,18 +480,31 @@ impl RecordClassifier<'_> {
                 trace: None,
                 tracestate: None,
             };
-            let record = self.dead_letter(
+            let partition_key = PartitionKey::new(topic, partition);
+            let kind = DlqErrorKind::Undecodable;
+            self.observe(&ObservedRecord {
+                partition: &partition_key,
+                offset,
+                bytes,
+                dataset: None,
+                event_id: &event_id,
+                schema: None,
+                outcome: RecordOutcome::DeadLettered(kind),
+            });
+            let outputs = self.dead_letter(
                 message,
+                None,
                 &provenance,
-                DlqErrorKind::Undecodable,
+                kind,
                 "no route matches this topic",
+                event_time_ms,
             );
             return Ok(Some(ClassifiedRecord {
-                partition_key: PartitionKey::new(topic, partition),
+                partition_key,
                 offset,
                 bytes,
                 event_time_ms,
-                outputs: vec![record],
+                outputs,
             }));
         };
         let partition_key = PartitionKey {
@@ -481,76 +566,107 @@ impl RecordClassifier<'_> {
                     .await;
             }
         };
-        let (context, tracestate) = trace;
+        let (parent, tracestate) = trace;
+        let partition_text = partition.to_string();
+        let span = MessageSpan {
+            system: MessagingSystem::Kafka,
+            operation: MessagingOperation::Process,
+            destination: topic,
+            partition: Some(&partition_text),
+            offset: Some(offset),
+            message_id: Some(&event_id),
+        }
+        .start(parent.as_ref());
+        // With span export on, outputs point at this span; otherwise at a fresh child id.
+        let context = trace_context_of(&span).unwrap_or_else(|| {
+            parent
+                .as_ref()
+                .map_or_else(TraceContext::new_root, TraceContext::child)
+        });
         let provenance = Provenance {
             event_id: &event_id,
             source: &source,
             trace: Some(&context),
             tracestate,
         };
-
-        let decoded = match self.decode(&route, payload, schema_id, shutdown).await {
-            Ok(Some(decoded)) => decoded,
-            // Shutdown while the registry was unreachable: the record stays uncommitted.
-            Ok(None) => return Ok(None),
-            Err(DecodeFailure::Record { kind, error }) => {
-                return self
-                    .reject(
-                        message,
-                        partition_key,
-                        &route,
-                        &provenance,
-                        kind,
-                        &error,
-                        event_time_ms,
-                    )
-                    .await;
-            }
-            Err(DecodeFailure::Fatal(error)) => return Err(PipelineError::Fatal(error)),
-        };
-        let (schema, payload_value) = decoded;
-        let outcome = match &payload_value {
-            DecodedPayload::Avro(value) => route.evaluator.evaluate(value),
-            DecodedPayload::Json(value) => route.evaluator.evaluate(value),
-        };
-        let judgement = Judgement {
-            verdict: outcome.verdict,
-            ruleset: &route.ruleset,
-            schema: &schema,
-            violations: &outcome.violations,
-            event_time_ms,
-            ingest_time_ms,
-        };
-        let dataset = &route.dataset;
-        let outputs = match outcome.verdict {
-            Verdict::Pass => vec![records::mesh_record(
-                dataset,
-                key,
-                payload,
-                &provenance,
-                &judgement,
-            )],
-            Verdict::SoftFail => vec![
-                records::quarantine_record(dataset, key, payload, &provenance, &judgement),
-                records::dq_event_record(dataset, "ingest", &provenance, &judgement),
-            ],
-            Verdict::HardFail => vec![records::dq_event_record(
-                dataset,
-                "ingest",
-                &provenance,
-                &judgement,
-            )],
-        };
-        if let Some(observer) = &self.outcomes {
-            observer.observe(dataset, &event_id, RecordOutcome::Routed(&outcome));
+        async {
+            let decoded = match self.decode(&route, payload, schema_id, shutdown).await {
+                Ok(Some(decoded)) => decoded,
+                // Shutdown while the registry was unreachable: the record stays uncommitted.
+                Ok(None) => return Ok(None),
+                Err(DecodeFailure::Record { kind, error }) => {
+                    return self
+                        .reject(
+                            message,
+                            partition_key,
+                            &route,
+                            &provenance,
+                            kind,
+                            &error,
+                            event_time_ms,
+                        )
+                        .await;
+                }
+                Err(DecodeFailure::Fatal(error)) => return Err(PipelineError::Fatal(error)),
+            };
+            let (schema, payload_value) = decoded;
+            let outcome = match &payload_value {
+                DecodedPayload::Avro(value) => route.evaluator.evaluate(value),
+                DecodedPayload::Json(value) => route.evaluator.evaluate(value),
+            };
+            let judgement = Judgement {
+                verdict: outcome.verdict,
+                ruleset: &route.ruleset,
+                schema: &schema,
+                violations: &outcome.violations,
+                event_time_ms,
+                ingest_time_ms,
+            };
+            let dataset = &route.dataset;
+            let outputs = match outcome.verdict {
+                Verdict::Pass => vec![records::mesh_record(
+                    dataset,
+                    key,
+                    payload,
+                    &provenance,
+                    &judgement,
+                )],
+                Verdict::SoftFail => vec![
+                    records::quarantine_record(dataset, key, payload, &provenance, &judgement),
+                    records::dq_event_record(dataset, "ingest", &provenance, &judgement),
+                ],
+                Verdict::HardFail => vec![records::dq_event_record(
+                    dataset,
+                    "ingest",
+                    &provenance,
+                    &judgement,
+                )],
+            };
+            self.observe(&ObservedRecord {
+                partition: &partition_key,
+                offset,
+                bytes,
+                dataset: Some(dataset),
+                event_id: &event_id,
+                schema: Some(&schema),
+                outcome: RecordOutcome::Routed(&outcome),
+            });
+            Ok(Some(ClassifiedRecord {
+                partition_key,
+                offset,
+                bytes,
+                event_time_ms,
+                outputs,
+            }))
         }
-        Ok(Some(ClassifiedRecord {
-            partition_key,
-            offset,
-            bytes,
-            event_time_ms,
-            outputs,
-        }))
+        .instrument(span)
+        .await
+    }
+
+    fn observe(&self, record: &ObservedRecord<'_>) {
+        if let Some(observer) = self.outcomes {
+            observer.observe(record);
+        }
     }
 
     /// Decodes with the registry (retrying while it is unreachable) or as plain JSON.
@@ -610,29 +726,42 @@ impl RecordClassifier<'_> {
         }
     }
 
+    /// The DLQ record and its `dq.events` record.
     fn dead_letter(
         &self,
         message: &BorrowedMessage<'_>,
+        dataset: Option<&str>,
         provenance: &Provenance<'_>,
         kind: DlqErrorKind,
         error: &str,
-    ) -> OutboundRecord {
+        event_time_ms: i64,
+    ) -> Vec<OutboundRecord> {
         let source_headers = message
             .headers()
             .map(|h| h.iter().map(|h| (h.key, h.value)).collect::<Vec<_>>())
             .unwrap_or_default();
-        records::dlq_record(
-            message.topic(),
-            message.key(),
-            message.payload().unwrap_or_default(),
-            source_headers,
-            provenance,
-            &Rejection {
-                kind,
-                error,
-                failed_at_ms: now_millis(),
-            },
-        )
+        let rejection = Rejection {
+            kind,
+            error,
+            failed_at_ms: now_millis(),
+        };
+        vec![
+            records::dlq_record(
+                message.topic(),
+                message.key(),
+                message.payload().unwrap_or_default(),
+                source_headers,
+                provenance,
+                &rejection,
+            ),
+            records::dlq_dq_event_record(
+                message.topic(),
+                dataset,
+                provenance,
+                &rejection,
+                event_time_ms,
+            ),
+        ]
     }
 
     #[allow(clippy::too_many_arguments)] // one call site per rejection reason, all local
@@ -646,21 +775,30 @@ impl RecordClassifier<'_> {
         error: &str,
         event_time_ms: i64,
     ) -> Result<Option<ClassifiedRecord>, PipelineError> {
-        let record = self.dead_letter(message, provenance, kind, error);
-        if let Some(observer) = &self.outcomes {
-            observer.observe(
-                &route.dataset,
-                provenance.event_id,
-                RecordOutcome::DeadLettered(kind),
-            );
-        }
         let bytes = (message.payload_len() + message.key().map_or(0, <[u8]>::len)) as u64;
+        self.observe(&ObservedRecord {
+            partition: &partition_key,
+            offset: message.offset(),
+            bytes,
+            dataset: Some(&route.dataset),
+            event_id: provenance.event_id,
+            schema: None,
+            outcome: RecordOutcome::DeadLettered(kind),
+        });
+        let outputs = self.dead_letter(
+            message,
+            Some(&route.dataset),
+            provenance,
+            kind,
+            error,
+            event_time_ms,
+        );
         Ok(Some(ClassifiedRecord {
             partition_key,
             offset: message.offset(),
             bytes,
             event_time_ms,
-            outputs: vec![record],
+            outputs,
         }))
     }
 }
@@ -670,12 +808,12 @@ enum DecodeFailure {
     Fatal(SchemaError),
 }
 
-/// The context to write: the source's continued as a child span, or a new root. A present but
-/// malformed `traceparent` (or a non-UTF-8 `tracestate`) is the record's fault.
+/// The source's trace context, if it sent one, and its `tracestate`. A present but malformed
+/// `traceparent` (or a non-UTF-8 `tracestate`) is the record's fault.
 fn parse_trace<'a>(
     traceparent: Option<&[u8]>,
     tracestate: Option<&'a [u8]>,
-) -> Result<(TraceContext, Option<&'a str>), String> {
+) -> Result<(Option<TraceContext>, Option<&'a str>), String> {
     let state = match tracestate {
         Some(bytes) => Some(
             std::str::from_utf8(bytes).map_err(|_| "tracestate header is not UTF-8".to_owned())?,
@@ -683,12 +821,12 @@ fn parse_trace<'a>(
         None => None,
     };
     let Some(bytes) = traceparent else {
-        return Ok((TraceContext::new_root(), None));
+        return Ok((None, None));
     };
     let text =
         std::str::from_utf8(bytes).map_err(|_| "traceparent header is not UTF-8".to_owned())?;
     let parent = TraceContext::parse(text).map_err(|e| e.to_string())?;
-    Ok((parent.child(), state))
+    Ok((Some(parent), state))
 }
 
 #[cfg(test)]
@@ -698,13 +836,14 @@ mod tests {
     #[test]
     fn trace_is_continued_started_or_refused() {
         let parent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
-        let (child, state) =
+        let (found, state) =
             parse_trace(Some(parent.as_bytes()), Some(b"k=v")).expect("valid parent");
-        assert_eq!(child.trace_id_hex(), "0af7651916cd43dd8448eb211c80319c");
-        assert_ne!(child.span_id_hex(), "b7ad6b7169203331", "a new span id");
+        let found = found.expect("parent kept");
+        assert_eq!(found.trace_id_hex(), "0af7651916cd43dd8448eb211c80319c");
+        assert_eq!(found.span_id_hex(), "b7ad6b7169203331");
         assert_eq!(state, Some("k=v"));
-        let (root, state) = parse_trace(None, None).expect("no header");
-        assert!(root.is_sampled());
+        let (none, state) = parse_trace(None, None).expect("no header");
+        assert!(none.is_none());
         assert_eq!(state, None);
         assert!(parse_trace(Some(b"00-zz"), None).is_err());
         assert!(parse_trace(Some(&[0xff, 0xfe]), None).is_err());

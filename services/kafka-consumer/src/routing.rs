@@ -109,6 +109,10 @@ impl RouteTable {
         topics
     }
 
+    pub fn routes(&self) -> &[Arc<Route>] {
+        &self.routes
+    }
+
     pub fn decoder(&self) -> Option<&Arc<Decoder>> {
         self.decoder.as_ref()
     }

@@ -1,0 +1,153 @@
+//! The effectively_once service around the [`Pipeline`]: metrics, the admin port, readiness,
+//! lineage on the commit path and data-quality tickets.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use summit_lineage::RunEnd;
+use summit_telemetry::{AdminError, Metrics, MetricsError, Readiness, TicketResult};
+use summit_tickets::{
+    FailureTicketing, TicketDelivery, TicketError, TicketPolicy, WebhookTicketer,
+};
+
+use crate::config::Config;
+use crate::lineage::{LineageGate, LineageSetupError};
+use crate::observers::{LatencyMetrics, OutcomeMetrics, TicketFeed};
+use crate::pipeline::{Pipeline, PipelineError, Shutdown};
+use crate::routing::RouteTable;
+
+/// The `service` label of every metric and the lineage job prefix.
+pub const SERVICE_NAME: &str = "kafka-consumer";
+
+/// The log line (field `admin_addr`) that names the bound admin address.
+pub const ADMIN_LISTENING: &str = "admin server listening";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceError {
+    #[error(transparent)]
+    Metrics(#[from] MetricsError),
+    #[error(transparent)]
+    Admin(#[from] AdminError),
+    #[error(transparent)]
+    Lineage(#[from] LineageSetupError),
+    #[error("tickets.webhook: {0}")]
+    Tickets(#[from] TicketError),
+    #[error(transparent)]
+    Pipeline(#[from] PipelineError),
+}
+
+/// Runs until `shutdown` resolves, then drains, commits, ends the lineage runs and stops the
+/// admin server. `/readyz` turns 503 as soon as `shutdown` fires.
+pub async fn run(
+    config: Arc<Config>,
+    routes: RouteTable,
+    shutdown: impl Future<Output = ()>,
+) -> Result<Shutdown, ServiceError> {
+    let metrics = Metrics::new(SERVICE_NAME)?;
+    let readiness = Readiness::new();
+    let (stop_admin, admin_stopped) = tokio::sync::oneshot::channel::<()>();
+    let admin = summit_telemetry::serve(
+        config.admin.listen,
+        metrics.clone(),
+        readiness.clone(),
+        async move {
+            let _ = admin_stopped.await;
+        },
+    )
+    .await?;
+    tracing::info!(admin_addr = %admin.local_addr(), "{ADMIN_LISTENING}");
+
+    let lineage = if config.lineage.enabled {
+        let gate = Arc::new(LineageGate::new(&config, &routes, Some(metrics.clone()))?);
+        tracing::info!(runs = ?gate.run_ids(), "lineage runs started");
+        if let Err(error) = gate.start().await {
+            tracing::warn!(%error, "lineage START not written yet; offsets wait for it");
+        }
+        Some(gate)
+    } else {
+        None
+    };
+
+    let mut ticket_task = None;
+    let ticketing = match &config.tickets {
+        Some(tickets) => {
+            let counter = metrics.clone();
+            let observer: summit_tickets::DeliveryObserver = Arc::new(
+                move |ticket, delivery: &TicketDelivery| {
+                    let result = match delivery {
+                        TicketDelivery::Sent { .. } => TicketResult::Sent,
+                        TicketDelivery::Failed { reason, .. } => {
+                            tracing::warn!(ticket = %ticket.ticket_id, %reason, "ticket not delivered");
+                            TicketResult::Failed
+                        }
+                        TicketDelivery::Dropped => TicketResult::Dropped,
+                    };
+                    counter.record_ticket(&ticket.dataset, &ticket.rule, result);
+                },
+            );
+            let (ticketer, task) = WebhookTicketer::spawn(tickets.webhook.clone(), observer)?;
+            ticket_task = Some(task);
+            let policy = TicketPolicy {
+                threshold: tickets.threshold,
+                window: tickets.window,
+                max_samples: tickets.max_samples,
+            };
+            Some(FailureTicketing::new(policy, ticketer))
+        }
+        None => None,
+    };
+
+    let mut pipeline = Pipeline::build(
+        config.clone(),
+        routes,
+        Some(Arc::new(LatencyMetrics::new(metrics.clone()))),
+    )?
+    .with_metrics(metrics.clone())
+    .with_readiness(readiness.clone())
+    .with_outcome_observer(Arc::new(OutcomeMetrics::new(metrics.clone())));
+    if let Some(gate) = &lineage {
+        pipeline = pipeline
+            .with_outcome_observer(gate.clone())
+            .with_commit_gate(gate.clone());
+    }
+    if let Some(ticketing) = ticketing {
+        pipeline = pipeline.with_outcome_observer(Arc::new(TicketFeed::new(ticketing)));
+    }
+
+    let draining = readiness.clone();
+    let shutdown = async move {
+        shutdown.await;
+        draining.set_shutting_down();
+    };
+    let outcome = pipeline.run(shutdown).await;
+
+    if let Some(gate) = &lineage {
+        let end = match &outcome {
+            Ok(stopped) if stopped.drained => RunEnd::Complete,
+            // Outputs were still unacknowledged: their records are re-read by the next owner.
+            Ok(_) => RunEnd::Abort,
+            Err(error) => RunEnd::Fail {
+                message: error.to_string(),
+            },
+        };
+        if let Err(error) = gate.finish(end).await {
+            tracing::warn!(%error, "final lineage events not written");
+        }
+    }
+    if let Some(task) = ticket_task {
+        // The pipeline (and with it the last ticketer handle) is gone: the task sends what is
+        // queued and ends.
+        if tokio::time::timeout(Duration::from_secs(5), task)
+            .await
+            .is_err()
+        {
+            tracing::warn!("tickets still queued at exit");
+        }
+    }
+    let _ = stop_admin.send(());
+    if let Err(error) = admin.wait().await {
+        tracing::warn!(%error, "admin server stopped with an error");
+    }
+    Ok(outcome?)
+}
