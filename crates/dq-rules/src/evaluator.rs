@@ -411,6 +411,13 @@ impl Evaluator {
                     continue;
                 }
                 let start = slots.get(rule.node).copied().flatten();
+                // Most values pass: decide those here, without the closure call below.
+                if rule.direct
+                    && let Some(value) = start
+                    && quick_pass(&rule.check, value, &references)
+                {
+                    continue;
+                }
                 let mut judge = |located: Located<'_, V>, indexes: &[usize]| {
                     let failure = match located {
                         Located::Missing => match rule.check {
