@@ -6,6 +6,7 @@ use clap::{Parser, Subcommand};
 mod dq;
 mod registry;
 mod schema;
+mod transactions;
 
 #[derive(Debug, Parser)]
 #[command(name = "summitctl", version, about = "Summit Ingest operator tool")]
@@ -22,6 +23,8 @@ enum Command {
     Schema(schema::SchemaCommand),
     /// The project's Confluent-compatible schema registry.
     Registry(registry::RegistryCommand),
+    /// Kafka: transactions left open by exactly_once kafka-consumer instances.
+    Kafka(transactions::KafkaCommand),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -30,5 +33,6 @@ fn main() -> anyhow::Result<()> {
         Command::Dq(command) => dq::run(command),
         Command::Schema(command) => schema::run(command),
         Command::Registry(command) => registry::run(command),
+        Command::Kafka(command) => transactions::run(command),
     }
 }
