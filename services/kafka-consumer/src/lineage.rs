@@ -145,7 +145,11 @@ pub enum LineageSetupError {
 /// Lineage runs of this instance, observer of every record and gate of every commit.
 #[derive(Debug)]
 pub struct LineageGate {
-    emitter: LineageEmitter,
+    /// Replaced by a fresh producer after every failed emission: an idempotent producer can be
+    /// left fenced for good by a broker outage (its epoch bumped while requests hung), and a new
+    /// one also starts from fresh connections.
+    emitter: Mutex<Arc<LineageEmitter>>,
+    emitter_settings: (ClientConfig, String, RetryBudget),
     metrics: Option<Metrics>,
     source_bootstrap: String,
     mesh_bootstrap: String,
@@ -176,7 +180,7 @@ impl LineageGate {
             attempt_timeout: lineage.attempt_timeout,
             initial_backoff: lineage.initial_backoff,
         };
-        let emitter = LineageEmitter::new(client, lineage.topic.clone(), budget)
+        let emitter = LineageEmitter::new(client.clone(), lineage.topic.clone(), budget)
             .map_err(LineageSetupError::Emitter)?;
         let instance = config.instance_id();
         let mut runs = HashMap::new();
@@ -218,7 +222,8 @@ impl LineageGate {
             );
         }
         Ok(Self {
-            emitter,
+            emitter: Mutex::new(Arc::new(emitter)),
+            emitter_settings: (client, lineage.topic.clone(), budget),
             metrics,
             source_bootstrap: config.kafka.bootstrap_servers.clone(),
             mesh_bootstrap: config.mesh_bootstrap_servers().to_owned(),
@@ -229,6 +234,31 @@ impl LineageGate {
             }),
             emitting: tokio::sync::Mutex::new(()),
         })
+    }
+
+    fn emitter(&self) -> Arc<LineageEmitter> {
+        self.emitter
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    fn renew_emitter(&self) {
+        let (client, topic, budget) = &self.emitter_settings;
+        match LineageEmitter::new(client.clone(), topic.clone(), *budget) {
+            Ok(fresh) => {
+                let old = std::mem::replace(
+                    &mut *self
+                        .emitter
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner),
+                    Arc::new(fresh),
+                );
+                // Dropping a producer purges and flushes for up to 500 ms: not on this task.
+                tokio::task::spawn_blocking(move || drop(old));
+            }
+            Err(error) => tracing::warn!(%error, "cannot renew the lineage producer"),
+        }
     }
 
     fn state(&self) -> MutexGuard<'_, LedgerState> {
@@ -265,7 +295,7 @@ impl LineageGate {
             }
         }
         let result = self.flush_pending().await;
-        if let Err(error) = self.emitter.flush(std::time::Duration::from_secs(5)) {
+        if let Err(error) = self.emitter().flush(std::time::Duration::from_secs(5)) {
             tracing::warn!(%error, "lineage producer flush incomplete");
         }
         result
@@ -300,7 +330,7 @@ impl LineageGate {
                     },
                 }
             };
-            let result = self.emitter.emit(&event).await;
+            let result = self.emitter().emit(&event).await;
             if let Some(metrics) = &self.metrics {
                 metrics.record_lineage_event(WriteResult::from(&result));
             }
@@ -319,6 +349,7 @@ impl LineageGate {
                         metrics.set_lineage_blocked(true);
                     }
                     tracing::warn!(%error, run_id = %event.run.run_id, "lineage event not written; offsets held back");
+                    self.renew_emitter();
                     return Err(error.to_string());
                 }
             }

@@ -21,7 +21,8 @@ use summit_mesh::{
 use summit_schema::wire::VALUE_SCHEMA_ID_HEADER;
 use summit_schema::{DecodedPayload, Disposition, SchemaError};
 use summit_telemetry::{
-    MessageSpan, MessagingOperation, MessagingSystem, Metrics, Readiness, trace_context_of,
+    MessageSpan, MessagingOperation, MessagingSystem, Metrics, Readiness, WriteResult,
+    trace_context_of,
 };
 use tracing::Instrument as _;
 
@@ -114,6 +115,10 @@ pub struct Pipeline {
     outcomes: Option<Arc<dyn OutcomeObserver>>,
     commit_gate: Option<Arc<dyn CommitGate>>,
     metrics: Option<Metrics>,
+    /// After the gate refused a commit: no new attempt before this instant (the backoff
+    /// doubles from `delivery.retry_backoff` up to `retry_backoff_max`), so a blocked gate
+    /// does not take the consuming task's time from fetching.
+    gate_backoff: std::sync::Mutex<(Option<Instant>, Duration)>,
     redelivery: tokio::task::JoinHandle<()>,
 }
 
@@ -202,6 +207,7 @@ impl Pipeline {
             outcomes: None,
             commit_gate: None,
             metrics: None,
+            gate_backoff: std::sync::Mutex::new((None, Duration::ZERO)),
             redelivery,
         })
     }
@@ -271,7 +277,12 @@ impl Pipeline {
             tokio::select! {
                 biased;
                 () = &mut shutdown => break Ok(()),
-                _ = commit_tick.tick() => self.commit_ready().await,
+                _ = commit_tick.tick() => {
+                    self.commit_ready().await;
+                    // A slow commit (gate) must not make the next tick due at once: that would
+                    // starve fetching, as the tick arm comes first.
+                    commit_tick.reset();
+                }
                 () = budget.resume_mark_reached(), if paused_generation.is_some() => {}
                 received = self.consumer.recv() => match received {
                     Ok(message) => {
@@ -315,23 +326,46 @@ impl Pipeline {
                 i64::try_from(bytes).unwrap_or(i64::MAX),
             );
         }
+        let backoff = || {
+            self.gate_backoff
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+        };
+        if backoff()
+            .0
+            .is_some_and(|retry_at| Instant::now() < retry_at)
+        {
+            return;
+        }
         let offsets = self.finalizer.take_committable();
         if offsets.is_empty() {
             return;
         }
-        if let Some(gate) = &self.commit_gate
-            && let Err(error) = gate.before_commit(&offsets).await
-        {
-            tracing::warn!(%error, "commit held back by the commit gate");
-            for (key, offset) in &offsets {
-                self.finalizer.commit_failed(key, *offset);
+        if let Some(gate) = &self.commit_gate {
+            if let Err(error) = gate.before_commit(&offsets).await {
+                let delivery = &self.config.delivery;
+                let mut state = backoff();
+                state.1 = (state.1 * 2)
+                    .max(delivery.retry_backoff)
+                    .min(delivery.retry_backoff_max);
+                state.0 = Some(Instant::now() + state.1);
+                tracing::warn!(%error, retry_in = ?state.1, "commit held back by the commit gate");
+                for (key, offset) in &offsets {
+                    self.finalizer.commit_failed(key, *offset);
+                }
+                return;
             }
-            return;
+            *backoff() = (None, Duration::ZERO);
         }
-        if let Err(error) = self
+        // Synchronous (one round trip per commit interval) so the result is known here, for
+        // summit_commit_total and to offer failed offsets again.
+        let result = self
             .consumer
-            .commit(&offsets_list(&offsets), CommitMode::Async)
-        {
+            .commit(&offsets_list(&offsets), CommitMode::Sync);
+        if let Some(metrics) = &self.metrics {
+            metrics.record_commit(WriteResult::from(&result));
+        }
+        if let Err(error) = result {
             tracing::warn!(%error, "offset commit failed");
             for (key, offset) in &offsets {
                 self.finalizer.commit_failed(key, *offset);
@@ -357,12 +391,16 @@ impl Pipeline {
                 Some(gate) => gate.before_commit(&offsets).await.is_ok(),
                 None => true,
             };
-            if gate_ok
-                && let Err(error) = self
+            if gate_ok {
+                let result = self
                     .consumer
-                    .commit(&offsets_list(&offsets), CommitMode::Sync)
-            {
-                tracing::warn!(%error, "final commit failed");
+                    .commit(&offsets_list(&offsets), CommitMode::Sync);
+                if let Some(metrics) = &self.metrics {
+                    metrics.record_commit(WriteResult::from(&result));
+                }
+                if let Err(error) = result {
+                    tracing::warn!(%error, "final commit failed");
+                }
             }
         }
         self.consumer.unsubscribe();

@@ -193,10 +193,14 @@ impl ConsumerContext for RebalanceHandler {
                 if !offsets.is_empty() {
                     if !self.pass_gate(&offsets) {
                         tracing::warn!(partitions = ?keys, "revoked partitions released uncommitted; the next owner re-reads them");
-                    } else if let Err(error) =
-                        consumer.commit(&offsets_list(&offsets), CommitMode::Sync)
-                    {
-                        tracing::warn!(%error, "commit of revoked partitions failed; the next owner re-reads them");
+                    } else {
+                        let result = consumer.commit(&offsets_list(&offsets), CommitMode::Sync);
+                        if let Some(metrics) = self.metrics.get() {
+                            metrics.record_commit(WriteResult::from(&result));
+                        }
+                        if let Err(error) = result {
+                            tracing::warn!(%error, "commit of revoked partitions failed; the next owner re-reads them");
+                        }
                     }
                 }
                 if !drained {
@@ -233,9 +237,8 @@ impl ConsumerContext for RebalanceHandler {
     }
 
     fn commit_callback(&self, result: KafkaResult<()>, offsets: &TopicPartitionList) {
-        if let Some(metrics) = self.metrics.get() {
-            metrics.record_commit(WriteResult::from(&result));
-        }
+        // Commits are synchronous and counted where they are made; this only re-offers offsets
+        // of a commit that failed after all.
         if let Err(error) = result {
             tracing::warn!(%error, "offset commit failed; offering the offsets again");
             for element in offsets.elements() {

@@ -1,18 +1,24 @@
 //! The built `kafka-consumer` binary against the local tansu broker: routing and headers of
-//! every outcome, poison records not blocking a partition, SIGTERM drain + commit, start-up
-//! refusal of bad configs, and zero loss under repeated SIGKILL (one and two instances).
+//! every outcome (with its metrics, readiness and lineage epochs), poison records not blocking a
+//! partition, SIGTERM drain + commit, start-up refusal of bad configs, zero loss under repeated
+//! SIGKILL (one and two instances), offsets held while lineage cannot be written, one ticket per
+//! rule per window, and registry-framed Avro end to end.
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use axum::Json;
+use axum::extract::State;
 use rand::Rng;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{Offset, TopicPartitionList};
 use summit_envelope::{SourceCoordinates, TraceContext, event_id, headers, topics};
+use summit_test_support::fault_proxy::Fault;
 use summit_test_support::{Endpoints, kafka, unique_name};
 
 const CLUSTER: &str = "test";
@@ -62,6 +68,7 @@ async fn setup(prefix: &str, partitions: i32, extra_config: &str) -> Setup {
             "kafka:\n  bootstrap_servers: \"{}\"\n  group_id: {group}\n  cluster_name: {CLUSTER}\n\
              delivery:\n  commit_interval: 100ms\n  rebalance_drain_timeout: 5s\n\
              service:\n  shutdown_grace: 10s\n\
+             admin:\n  listen: \"127.0.0.1:0\"\n  lag_interval: 500ms\n\
              routes:\n  - {{ topics: [{source}], dataset: {dataset}, rules: rules.yaml }}\n{extra_config}",
             endpoints.kafka_bootstrap
         ),
@@ -86,12 +93,14 @@ fn spawn_service_with(config: &Path, log: &Path, env: &[(&str, &str)]) -> Child 
         .append(true)
         .open(log)
         .expect("log file");
+    // Logs (JSON lines) go to stdout, errors before logging starts to stderr: keep both.
+    let stdout = log.try_clone().expect("log file handle");
     Command::new(BINARY)
         .arg("--config")
         .arg(config)
         .env("RUST_LOG", "warn,kafka_consumer=info")
         .envs(env.iter().copied())
-        .stdout(Stdio::null())
+        .stdout(stdout)
         .stderr(log)
         .spawn()
         .expect("binary starts")
@@ -173,9 +182,18 @@ impl Output {
 fn read_outputs(
     topics: &[String],
     timeout: Duration,
+    done: impl FnMut(&[Output]) -> bool,
+) -> Vec<Output> {
+    read_outputs_from(&Endpoints::from_env(), topics, timeout, done)
+}
+
+fn read_outputs_from(
+    endpoints: &Endpoints,
+    topics: &[String],
+    timeout: Duration,
     mut done: impl FnMut(&[Output]) -> bool,
 ) -> Vec<Output> {
-    let consumer: BaseConsumer = kafka::client_config(&Endpoints::from_env())
+    let consumer: BaseConsumer = kafka::client_config(endpoints)
         .set("group.id", unique_name("reader"))
         .set("enable.auto.commit", "false")
         .create()
@@ -321,6 +339,11 @@ async fn each_outcome_lands_with_its_headers_and_sigterm_commits() {
 
     let log = setup.dir.join("service.log");
     let mut child = spawn_service(&setup.config, &log);
+    let admin = admin_addr(&log).await;
+    // tansu answers the JoinGroup after half the session timeout (3 s): not assigned yet.
+    let (status, body) = http_get(admin, "/readyz").await;
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains("\"ready\":false"), "{body}");
     let expected: HashSet<String> = sent.iter().map(|s| s.0.clone()).collect();
     let outputs = read_outputs(&output_topics(&setup), Duration::from_secs(40), |out| {
         let seen = categorize(&setup, out);
@@ -394,14 +417,97 @@ async fn each_outcome_lands_with_its_headers_and_sigterm_commits() {
                 );
             }
             Expect::Dlq => {
-                let record = mine[0];
+                let record = mine
+                    .iter()
+                    .find(|o| o.topic == topics::dlq(&setup.source))
+                    .expect("DLQ record");
                 assert_eq!(record.header(headers::ERROR_KIND), kind.unwrap_or_default());
                 assert!(!record.header(headers::ERROR).is_empty());
                 assert!(record.header(headers::FAILED_AT).parse::<i64>().is_ok());
+                // Every non-pass record also has a dq.events record (DESIGN §4, §5).
+                let event = mine
+                    .iter()
+                    .find(|o| o.topic == topics::DQ_EVENTS)
+                    .expect("DLQ'd record has a dq.events record");
+                let body: serde_json::Value = serde_json::from_slice(&event.payload).expect("json");
+                assert_eq!(body["outcome"], "dlq");
+                assert_eq!(body["error_kind"], kind.unwrap_or_default());
+                assert_eq!(body["dataset"], setup.dataset.as_str());
+                assert!(body["error"].as_str().is_some_and(|e| !e.is_empty()));
+                assert_eq!(event.header(headers::ERROR_KIND), kind.unwrap_or_default());
             }
         }
     }
     assert!(outputs.iter().all(|o| o.timestamp.is_some()));
+
+    // Metrics match what was routed.
+    let (status, _) = http_get(admin, "/readyz").await;
+    assert_eq!(status, 200, "ready while assigned");
+    let source = setup.source.as_str();
+    let text = scrape_until(admin, |text| {
+        metric(
+            text,
+            "summit_ingest_latency_seconds_count",
+            &[("source", source)],
+        ) == Some(6.0)
+            && metric(
+                text,
+                "summit_consumer_lag",
+                &[("source", source), ("partition", "0")],
+            ) == Some(0.0)
+    })
+    .await;
+    for (outcome, count) in [
+        ("pass", 2.0),
+        ("soft_fail", 1.0),
+        ("hard_fail", 1.0),
+        ("dlq", 3.0),
+    ] {
+        assert_eq!(
+            metric(
+                &text,
+                "summit_records_total",
+                &[
+                    ("source", source),
+                    ("outcome", outcome),
+                    ("service", "kafka-consumer")
+                ]
+            ),
+            Some(count),
+            "{outcome}: {text}"
+        );
+    }
+    for kind in ["undecodable", "bad_header", "oversize"] {
+        assert_eq!(
+            metric(
+                &text,
+                "summit_dlq_records_total",
+                &[("source", source), ("kind", kind)]
+            ),
+            Some(1.0),
+            "{kind}"
+        );
+    }
+    assert_eq!(
+        metric(
+            &text,
+            "summit_hard_fail_total",
+            &[("dataset", &setup.dataset), ("rule", "amount-nonnegative")]
+        ),
+        Some(1.0)
+    );
+    assert_eq!(
+        metric(&text, "summit_hard_fail_total", &[("rule", "amount-small")]),
+        None,
+        "soft rules are not hard failures"
+    );
+    // Mesh, quarantine and DLQ outputs are timed (6); the hard_fail's dq event is not.
+    assert!(metric(&text, "summit_commit_total", &[("result", "ok")]).unwrap_or(0.0) >= 1.0);
+    assert!(
+        metric(&text, "summit_lineage_events_total", &[("result", "ok")]).unwrap_or(0.0) >= 2.0,
+        "START and at least one epoch: {text}"
+    );
+    assert_eq!(metric(&text, "summit_lineage_blocked", &[]), Some(0.0));
 
     // SIGTERM: drains, commits everything, exits 0 within the grace period.
     let started = Instant::now();
@@ -421,18 +527,215 @@ async fn each_outcome_lands_with_its_headers_and_sigterm_commits() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
     assert!(exit.success(), "{exit:?}");
-    let reader: BaseConsumer = kafka::consumer_config(&Endpoints::from_env(), &setup.group)
+    let committed = committed_offset(&Endpoints::from_env(), &setup.group, &setup.source);
+    assert_eq!(committed, Some(sent.len() as i64));
+
+    // Lineage: START, epochs covering exactly the committed offsets, then COMPLETE.
+    let events = read_lineage(&Endpoints::from_env(), &setup.dataset, |events| {
+        events.iter().any(|e| is_instance_end(e, "COMPLETE"))
+    });
+    let epochs = check_lineage(&events, &setup.source, sent.len() as i64);
+    assert_eq!(epochs.failures.get("amount-nonnegative"), Some(&1));
+    assert_eq!(epochs.failures.get("amount-small"), Some(&1));
+    assert_eq!(epochs.rows, sent.len() as u64);
+    assert!(events.iter().any(|e| is_instance_end(e, "COMPLETE")));
+}
+
+fn committed_offset(endpoints: &Endpoints, group: &str, topic: &str) -> Option<i64> {
+    let reader: BaseConsumer = kafka::consumer_config(endpoints, group)
         .create()
         .expect("consumer");
     let mut list = TopicPartitionList::new();
-    list.add_partition(&setup.source, 0);
+    list.add_partition(topic, 0);
     let committed = reader
         .committed_offsets(list, Duration::from_secs(10))
         .expect("committed offsets");
-    let offset = committed
-        .find_partition(&setup.source, 0)
-        .map(|e| e.offset());
-    assert_eq!(offset, Some(Offset::Offset(sent.len() as i64)));
+    match committed.find_partition(topic, 0).map(|e| e.offset()) {
+        Some(Offset::Offset(offset)) => Some(offset),
+        _ => None,
+    }
+}
+
+/// The admin address the service logs once its port is bound.
+async fn admin_addr(log: &Path) -> std::net::SocketAddr {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let text = std::fs::read_to_string(log).unwrap_or_default();
+        for line in text
+            .lines()
+            .filter(|l| l.contains("admin server listening"))
+        {
+            if let Some(rest) = line.split("admin_addr").nth(1) {
+                let addr: String = rest
+                    .trim_start_matches(['"', ':', '='])
+                    .chars()
+                    .take_while(|c| c.is_ascii_digit() || *c == '.' || *c == ':')
+                    .collect();
+                if let Ok(addr) = addr.parse() {
+                    return addr;
+                }
+            }
+        }
+        assert!(Instant::now() < deadline, "no admin address logged: {text}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn http_get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
+    let response = reqwest::get(format!("http://{addr}{path}"))
+        .await
+        .expect("admin port answers");
+    let status = response.status().as_u16();
+    (status, response.text().await.unwrap_or_default())
+}
+
+/// Scrapes `/metrics` until `done` holds (or 15 s), returning the last scrape.
+async fn scrape_until(addr: std::net::SocketAddr, done: impl Fn(&str) -> bool) -> String {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let (status, text) = http_get(addr, "/metrics").await;
+        assert_eq!(status, 200);
+        if done(&text) || Instant::now() > deadline {
+            return text;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The value of the first sample of `name` carrying every `labels` pair.
+fn metric(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    text.lines()
+        .filter(|line| !line.starts_with('#'))
+        .find(|line| {
+            let Some(rest) = line.strip_prefix(name) else {
+                return false;
+            };
+            (rest.starts_with('{') || rest.starts_with(' '))
+                && labels
+                    .iter()
+                    .all(|(k, v)| rest.contains(&format!("{k}=\"{v}\"")))
+        })
+        .and_then(|line| line.rsplit(' ').next())
+        .and_then(|value| value.parse().ok())
+}
+
+/// Every `lineage.events` event of the job `kafka-consumer.<dataset>`, read until `done`.
+fn read_lineage(
+    endpoints: &Endpoints,
+    dataset: &str,
+    done: impl Fn(&[serde_json::Value]) -> bool,
+) -> Vec<serde_json::Value> {
+    let job = format!("kafka-consumer.{dataset}");
+    let parse = |outputs: &[Output]| -> Vec<serde_json::Value> {
+        outputs
+            .iter()
+            .filter_map(|o| serde_json::from_slice::<serde_json::Value>(&o.payload).ok())
+            .filter(|e| e["job"]["name"] == job.as_str())
+            .collect()
+    };
+    let outputs = read_outputs_from(
+        endpoints,
+        &[topics::LINEAGE_EVENTS.to_owned()],
+        Duration::from_secs(30),
+        |out| done(&parse(out)),
+    );
+    parse(&outputs)
+}
+
+fn is_instance_end(event: &serde_json::Value, event_type: &str) -> bool {
+    event["eventType"] == event_type && event["run"]["facets"]["parent"].is_null()
+}
+
+#[derive(Debug, Default)]
+struct EpochTotals {
+    rows: u64,
+    /// Rule id → failures summed over the epochs.
+    failures: HashMap<String, u64>,
+}
+
+/// Checks one START, epochs that are children of it and whose partition-0 offset ranges of
+/// `topic` tile `0..committed` exactly; returns the epochs' row and failure totals.
+fn check_lineage(events: &[serde_json::Value], topic: &str, committed: i64) -> EpochTotals {
+    let starts: Vec<_> = events
+        .iter()
+        .filter(|e| e["eventType"] == "START")
+        .collect();
+    assert_eq!(starts.len(), 1, "{events:#?}");
+    let run_id = starts[0]["run"]["runId"].clone();
+    // A resent epoch (a retry whose first send did land) is the same child run: count it once.
+    let mut epoch_runs = HashSet::new();
+    let epochs: Vec<_> = events
+        .iter()
+        .filter(|e| e["eventType"] == "COMPLETE" && !e["run"]["facets"]["parent"].is_null())
+        .filter(|e| epoch_runs.insert(e["run"]["runId"].to_string()))
+        .collect();
+    assert!(!epochs.is_empty(), "no epoch: {events:#?}");
+    let mut ranges = Vec::new();
+    let mut totals = EpochTotals::default();
+    for epoch in &epochs {
+        assert_eq!(epoch["run"]["facets"]["parent"]["run"]["runId"], run_id);
+        assert!(
+            epoch["run"]["facets"]["summit_epoch"]["ruleset"]
+                .as_str()
+                .is_some_and(|r| r.starts_with("payments@")),
+            "{epoch:#}"
+        );
+        for input in epoch["inputs"].as_array().expect("inputs") {
+            assert!(
+                input["name"].as_str().is_some_and(|n| n == topic),
+                "{input:#}"
+            );
+            for range in input["inputFacets"]["summit_offsetRanges"]["ranges"]
+                .as_array()
+                .expect("offset ranges")
+            {
+                assert_eq!(range["partition"], "0");
+                let first: i64 = range["first"]
+                    .as_str()
+                    .and_then(|v| v.parse().ok())
+                    .expect("first");
+                let last: i64 = range["last"]
+                    .as_str()
+                    .and_then(|v| v.parse().ok())
+                    .expect("last");
+                ranges.push((first, last));
+            }
+            totals.rows += input["inputFacets"]["dataQualityMetrics"]["rowCount"]
+                .as_u64()
+                .expect("rowCount");
+        }
+        let assertions = epoch["outputs"][0]["facets"]["dataQualityAssertions"]["assertions"]
+            .as_array()
+            .expect("assertions on the mesh output");
+        for assertion in assertions {
+            let actual = assertion["actual"].as_str().expect("actual");
+            let failures: u64 = actual
+                .split('/')
+                .next()
+                .and_then(|f| f.parse().ok())
+                .expect("failures/evaluated");
+            assert_eq!(assertion["success"], failures == 0);
+            *totals
+                .failures
+                .entry(assertion["assertion"].as_str().expect("id").to_owned())
+                .or_default() += failures;
+        }
+    }
+    ranges.sort_unstable();
+    let mut next = 0;
+    for (first, last) in &ranges {
+        assert_eq!(
+            *first, next,
+            "ranges must tile the committed offsets: {ranges:?}"
+        );
+        assert!(last >= first);
+        next = last + 1;
+    }
+    assert_eq!(
+        next, committed,
+        "epochs cover exactly the committed offsets: {ranges:?}"
+    );
+    totals
 }
 
 fn run_bad_config(config_text: &str, rules: bool) -> (i32, String) {
@@ -674,4 +977,255 @@ async fn two_instances_with_rebalance_and_sigkill_lose_nothing() {
         "no partition was revoked when the second member joined: {}",
         tail(&log)
     );
+}
+
+fn terminate(child: &Child) {
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(status.success());
+}
+
+async fn wait_exit(child: &mut Child, within: Duration) -> std::process::ExitStatus {
+    let started = Instant::now();
+    loop {
+        if let Some(exit) = child.try_wait().expect("wait") {
+            return exit;
+        }
+        assert!(started.elapsed() < within, "not stopped within {within:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn wait_routed(setup: &Setup, ids: &[String]) -> Vec<Output> {
+    let expected: HashSet<&String> = ids.iter().collect();
+    read_outputs(&output_topics(setup), Duration::from_secs(40), |out| {
+        let seen = categorize(setup, out);
+        expected.iter().all(|id| seen.contains_key(*id))
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn offsets_wait_while_lineage_cannot_be_written() {
+    let lineage_broker = kafka::ProxiedBroker::start()
+        .await
+        .expect("private tansu starts");
+    let extra = format!(
+        "lineage:\n  bootstrap_servers: \"{}\"\n  emit_budget: 2s\n  attempt_timeout: 1s\n  \
+         max_attempts: 2\n  initial_backoff: 100ms\n  \
+         producer_properties: {{ socket.timeout.ms: \"1500\" }}\n",
+        lineage_broker.bootstrap()
+    );
+    let setup = setup("lineageblock", 1, &extra).await;
+    let log = setup.dir.join("service.log");
+    let mut child = spawn_service(&setup.config, &log);
+    let admin = admin_addr(&log).await;
+    let text = scrape_until(admin, |t| {
+        metric(t, "summit_lineage_events_total", &[("result", "ok")]) == Some(1.0)
+    })
+    .await;
+    assert_eq!(
+        metric(&text, "summit_lineage_events_total", &[("result", "ok")]),
+        Some(1.0),
+        "START written while lineage is reachable: {}",
+        tail(&log)
+    );
+    assert!(
+        wait_for_log(&log, "assigned", 0, Duration::from_secs(20)).await,
+        "{}",
+        tail(&log)
+    );
+
+    // Lineage unreachable (a hung broker): records still flow to the mesh, offsets do not move.
+    lineage_broker.proxy.set_fault(Fault::Blackhole);
+    let producer = producer();
+    let mut ids = Vec::new();
+    for n in 0..5 {
+        let payload = format!(r#"{{"amount": {n}}}"#);
+        let (partition, offset, _) =
+            send(&producer, &setup.source, Some(0), payload.as_bytes(), None).await;
+        ids.push(source_id(&setup.source, partition, offset));
+    }
+    let outputs = wait_routed(&setup, &ids).await;
+    assert_eq!(categorize(&setup, &outputs).len(), 5, "{}", tail(&log));
+    let text = scrape_until(admin, |t| {
+        metric(t, "summit_lineage_blocked", &[]) == Some(1.0)
+            && metric(t, "summit_lineage_events_total", &[("result", "error")]).unwrap_or(0.0)
+                >= 2.0
+    })
+    .await;
+    assert_eq!(
+        metric(&text, "summit_lineage_blocked", &[]),
+        Some(1.0),
+        "{text}"
+    );
+    assert!(
+        metric(&text, "summit_lineage_events_total", &[("result", "error")]).unwrap_or(0.0) >= 2.0,
+        "retried at later commit ticks: {text}"
+    );
+    assert_eq!(
+        committed_offset(&Endpoints::from_env(), &setup.group, &setup.source),
+        None,
+        "no offset committed while its lineage is unwritten"
+    );
+
+    // Fault lifted: the held epoch is written and the offsets advance.
+    lineage_broker.proxy.set_fault(Fault::None);
+    let deadline = Instant::now() + Duration::from_secs(40);
+    while committed_offset(&Endpoints::from_env(), &setup.group, &setup.source) != Some(5) {
+        assert!(
+            Instant::now() < deadline,
+            "offsets did not advance: {}",
+            tail(&log)
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let text = scrape_until(admin, |t| {
+        metric(t, "summit_lineage_blocked", &[]) == Some(0.0)
+    })
+    .await;
+    assert_eq!(metric(&text, "summit_lineage_blocked", &[]), Some(0.0));
+    let events = read_lineage(
+        &lineage_broker.endpoints(&Endpoints::from_env()),
+        &setup.dataset,
+        |events| {
+            events
+                .iter()
+                .any(|e| !e["run"]["facets"]["parent"].is_null())
+        },
+    );
+    let totals = check_lineage(&events, &setup.source, 5);
+    assert_eq!(totals.rows, 5);
+    assert_eq!(totals.failures.values().sum::<u64>(), 0);
+
+    // SIGTERM: /readyz turns 503 at once, while the final lineage event waits for its budget.
+    lineage_broker.proxy.set_fault(Fault::Blackhole);
+    terminate(&child);
+    let mut saw_unready = false;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < deadline && !saw_unready {
+        if let Ok(response) = reqwest::get(format!("http://{admin}/readyz")).await {
+            saw_unready = response.status().as_u16() == 503;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(saw_unready, "/readyz never answered 503 after SIGTERM");
+    let exit = wait_exit(&mut child, Duration::from_secs(15)).await;
+    assert!(exit.success(), "{exit:?}");
+}
+
+type Received = Arc<Mutex<Vec<(String, serde_json::Value)>>>;
+
+async fn ticket_webhook(
+    State(received): State<Received>,
+    headers: axum::http::HeaderMap,
+    Json(body): Json<serde_json::Value>,
+) -> axum::http::StatusCode {
+    let key = headers
+        .get("idempotency-key")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    received
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .push((key, body));
+    axum::http::StatusCode::ACCEPTED
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_ticket_per_rule_per_window() {
+    let received: Received = Arc::default();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let webhook = listener.local_addr().expect("addr");
+    let app = axum::Router::new()
+        .route("/tickets", axum::routing::post(ticket_webhook))
+        .with_state(received.clone());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+
+    let extra = format!(
+        "tickets:\n  threshold: 2\n  window: 1h\n  max_samples: 5\n  \
+         webhook: {{ url: \"http://{webhook}/tickets\", initial_backoff: 100ms }}\n"
+    );
+    let setup = setup("tickets", 1, &extra).await;
+    let producer = producer();
+    let mut soft = Vec::new();
+    let mut hard = Vec::new();
+    let mut all = Vec::new();
+    for payload in [
+        r#"{"amount": 5000}"#,
+        r#"{"amount": -5}"#,
+        r#"{"amount": 6000}"#,
+        r#"{"amount": 10}"#,
+        r#"{"amount": -6}"#,
+        r#"{"amount": 7000}"#,
+    ] {
+        let (partition, offset, _) =
+            send(&producer, &setup.source, Some(0), payload.as_bytes(), None).await;
+        let id = source_id(&setup.source, partition, offset);
+        if payload.contains('-') {
+            hard.push(id.clone());
+        } else if payload.contains("000") {
+            soft.push(id.clone());
+        }
+        all.push(id);
+    }
+    let log = setup.dir.join("service.log");
+    let mut child = spawn_service(&setup.config, &log);
+    let admin = admin_addr(&log).await;
+    wait_routed(&setup, &all).await;
+    let text = scrape_until(admin, |t| {
+        metric(t, "summit_tickets_total", &[("result", "sent")]).is_some()
+            && ["amount-small", "amount-nonnegative"].iter().all(|rule| {
+                metric(
+                    t,
+                    "summit_tickets_total",
+                    &[("rule", rule), ("result", "sent")],
+                ) == Some(1.0)
+            })
+    })
+    .await;
+    // Give a wrongly repeated ticket the time to arrive.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    terminate(&child);
+    let exit = wait_exit(&mut child, Duration::from_secs(15)).await;
+    assert!(exit.success(), "{exit:?}");
+
+    let tickets = received
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .clone();
+    assert_eq!(tickets.len(), 2, "one per rule: {tickets:#?}");
+    for (rule, ids) in [("amount-small", &soft), ("amount-nonnegative", &hard)] {
+        let (key, ticket) = tickets
+            .iter()
+            .find(|(_, t)| t["rule"] == rule)
+            .unwrap_or_else(|| panic!("no ticket for {rule}: {tickets:#?}"));
+        assert_eq!(ticket["dataset"], setup.dataset.as_str());
+        assert_eq!(ticket["failures"], 2, "opened at the threshold");
+        assert_eq!(ticket["threshold"], 2);
+        assert_eq!(key, ticket["ticket_id"].as_str().expect("ticket id"));
+        let samples: Vec<String> = ticket["sample_event_ids"]
+            .as_array()
+            .expect("samples")
+            .iter()
+            .filter_map(|v| v.as_str().map(str::to_owned))
+            .collect();
+        assert_eq!(samples, ids[..2].to_vec(), "{rule}");
+        assert_eq!(
+            metric(
+                &text,
+                "summit_tickets_total",
+                &[
+                    ("dataset", &setup.dataset),
+                    ("rule", rule),
+                    ("result", "sent")
+                ]
+            ),
+            Some(1.0)
+        );
+    }
 }
