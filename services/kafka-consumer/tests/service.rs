@@ -17,8 +17,11 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{Offset, TopicPartitionList};
+use schema_registry_server::RunningRegistry;
 use summit_envelope::{SourceCoordinates, TraceContext, event_id, headers, topics};
+use summit_schema::{RegistryClient, SchemaDefinition, encode_avro};
 use summit_test_support::fault_proxy::Fault;
+use summit_test_support::postgres::TestDatabase;
 use summit_test_support::{Endpoints, kafka, unique_name};
 
 const CLUSTER: &str = "test";
@@ -40,6 +43,17 @@ struct Setup {
 }
 
 async fn setup(prefix: &str, partitions: i32, extra_config: &str) -> Setup {
+    setup_with(prefix, partitions, extra_config, "", RULES).await
+}
+
+/// `route_extra` is spliced into the route (`subject: ..., `), `rules` is the rule set text.
+async fn setup_with(
+    prefix: &str,
+    partitions: i32,
+    extra_config: &str,
+    route_extra: &str,
+    rules: &str,
+) -> Setup {
     let endpoints = Endpoints::from_env();
     let source = kafka::create_topic(&endpoints, prefix, partitions)
         .await
@@ -59,7 +73,7 @@ async fn setup(prefix: &str, partitions: i32, extra_config: &str) -> Setup {
         .expect("dq.events");
     let dir = std::env::temp_dir().join(unique_name(prefix));
     std::fs::create_dir_all(&dir).expect("temp dir");
-    std::fs::write(dir.join("rules.yaml"), RULES).expect("rules file");
+    std::fs::write(dir.join("rules.yaml"), rules).expect("rules file");
     let group = unique_name(&format!("{prefix}-group"));
     let config = dir.join("config.yaml");
     std::fs::write(
@@ -69,7 +83,7 @@ async fn setup(prefix: &str, partitions: i32, extra_config: &str) -> Setup {
              delivery:\n  commit_interval: 100ms\n  rebalance_drain_timeout: 5s\n\
              service:\n  shutdown_grace: 10s\n\
              admin:\n  listen: \"127.0.0.1:0\"\n  lag_interval: 500ms\n\
-             routes:\n  - {{ topics: [{source}], dataset: {dataset}, rules: rules.yaml }}\n{extra_config}",
+             routes:\n  - {{ topics: [{source}], dataset: {dataset}, {route_extra}rules: rules.yaml }}\n{extra_config}",
             endpoints.kafka_bootstrap
         ),
     )
@@ -1228,4 +1242,121 @@ async fn one_ticket_per_rule_per_window() {
             Some(1.0)
         );
     }
+}
+
+const AVRO_RULES: &str = r#"
+name: payments
+rules:
+  - { id: amount-nonnegative, field: amount_cents, kind: range, severity: hard, params: { min: 0 } }
+  - { id: amount-small, field: amount_cents, kind: range, severity: soft, params: { max: 100000 } }
+"#;
+
+/// The repo's `orders-value` v1 schema through the in-process registry: registry-framed Avro
+/// is routed with its bytes untouched and its schema named; an unknown schema id is DLQ'd.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn registry_framed_avro_end_to_end() {
+    use apache_avro::types::Value as Avro;
+
+    let database = TestDatabase::create(&Endpoints::from_env(), "kc_avro")
+        .await
+        .expect("postgres at SUMMIT_POSTGRES_URL");
+    let pool = schema_registry_server::connect(&database.url, 4)
+        .await
+        .expect("migrations run");
+    let registry = RunningRegistry::start("127.0.0.1:0", pool)
+        .await
+        .expect("registry starts");
+    let schema_text = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../schemas/orders-value/v1.avsc"
+    ))
+    .expect("schemas/orders-value/v1.avsc");
+    let client = RegistryClient::new(&registry.url).expect("url");
+    let schema_id = client
+        .register("orders-value", &SchemaDefinition::avro(&schema_text))
+        .await
+        .expect("register v1");
+    let schema = apache_avro::Schema::parse_str(&schema_text).expect("schema parses");
+    let order = |amount: i64| {
+        let value = Avro::Record(vec![
+            ("order_id".into(), Avro::String(format!("o-{amount}"))),
+            ("customer_id".into(), Avro::String("c-1".into())),
+            ("amount_cents".into(), Avro::Long(amount)),
+            ("currency".into(), Avro::Enum(0, "EUR".into())),
+            (
+                "created_at".into(),
+                Avro::TimestampMillis(1_700_000_000_000),
+            ),
+        ]);
+        encode_avro(schema_id, &schema, value).expect("encodes")
+    };
+
+    let setup = setup_with(
+        "avro",
+        1,
+        &format!("schema_registry:\n  url: \"{}\"\n", registry.url),
+        "subject: orders-value, ",
+        AVRO_RULES,
+    )
+    .await;
+    let pass = order(500);
+    let soft = order(500_000);
+    let mut unknown = order(700);
+    // Same framing, an id the registry never issued.
+    unknown[1..5].copy_from_slice(&(schema_id + 100_000).to_be_bytes());
+    let producer = producer();
+    let mut sent = Vec::new();
+    for (payload, expect) in [
+        (&pass, Expect::Mesh),
+        (&soft, Expect::Quarantine),
+        (&unknown, Expect::Dlq),
+    ] {
+        let (partition, offset, _) = send(&producer, &setup.source, Some(0), payload, None).await;
+        sent.push((
+            source_id(&setup.source, partition, offset),
+            expect,
+            payload.clone(),
+        ));
+    }
+    let log = setup.dir.join("service.log");
+    let mut child = spawn_service(&setup.config, &log);
+    let ids: Vec<String> = sent.iter().map(|s| s.0.clone()).collect();
+    let outputs = wait_routed(&setup, &ids).await;
+    let seen = categorize(&setup, &outputs);
+    for (id, expect, payload) in &sent {
+        assert_eq!(
+            seen.get(id).map(Vec::as_slice),
+            Some(&[*expect][..]),
+            "{expect:?}: {}",
+            tail(&log)
+        );
+        let data = outputs
+            .iter()
+            .find(|o| o.header(headers::EVENT_ID) == id && o.topic != topics::DQ_EVENTS)
+            .expect("data record");
+        assert_eq!(&data.payload, payload, "{expect:?}: value bytes unchanged");
+        match expect {
+            Expect::Dlq => {
+                assert_eq!(data.header(headers::ERROR_KIND), "unknown_schema");
+            }
+            // The registry id the value was framed with.
+            _ => assert_eq!(data.header(headers::SCHEMA), schema_id.to_string()),
+        }
+    }
+    terminate(&child);
+    let exit = wait_exit(&mut child, Duration::from_secs(15)).await;
+    assert!(exit.success(), "{exit:?}");
+    // The epochs name the schema the records were decoded with.
+    let events = read_lineage(&Endpoints::from_env(), &setup.dataset, |events| {
+        events.iter().any(|e| is_instance_end(e, "COMPLETE"))
+    });
+    let totals = check_lineage(&events, &setup.source, 3);
+    assert_eq!(totals.failures.get("amount-small"), Some(&1));
+    assert!(
+        events
+            .iter()
+            .any(|e| e["run"]["facets"]["summit_epoch"]["schema"] == schema_id.to_string().as_str()),
+        "{events:#?}"
+    );
+    drop(registry);
 }
