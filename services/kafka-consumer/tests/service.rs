@@ -297,7 +297,16 @@ fn categorize(setup: &Setup, outputs: &[Output]) -> HashMap<String, Vec<Expect>>
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_outcome_lands_with_its_headers_and_sigterm_commits() {
-    let setup = setup("outcomes", 1, "limits:\n  max_record_bytes: 2000\n").await;
+    let (collector, exported) = otlp_collector().await;
+    let setup = setup(
+        "outcomes",
+        1,
+        &format!(
+            "limits:\n  max_record_bytes: 2000\n\
+             telemetry:\n  otlp_endpoint: \"http://{collector}\"\n"
+        ),
+    )
+    .await;
     let producer = producer();
     let parent = TraceContext::new_root();
     let traced = OwnedHeaders::new().insert(Header {
@@ -352,7 +361,12 @@ async fn each_outcome_lands_with_its_headers_and_sigterm_commits() {
     }
 
     let log = setup.dir.join("service.log");
-    let mut child = spawn_service(&setup.config, &log);
+    // Message spans are INFO spans of summit_telemetry: the filter must let them through.
+    let mut child = spawn_service_with(
+        &setup.config,
+        &log,
+        &[("RUST_LOG", "warn,kafka_consumer=info,summit_telemetry=info")],
+    );
     let admin = admin_addr(&log).await;
     // tansu answers the JoinGroup after half the session timeout (3 s): not assigned yet.
     let (status, body) = http_get(admin, "/readyz").await;
@@ -364,6 +378,7 @@ async fn each_outcome_lands_with_its_headers_and_sigterm_commits() {
         expected.iter().all(|id| seen.contains_key(id))
     });
     let seen = categorize(&setup, &outputs);
+    let mut traced_output = None;
     for (id, offset, expect, kind) in &sent {
         assert_eq!(
             seen.get(id).map(Vec::as_slice),
@@ -397,6 +412,7 @@ async fn each_outcome_lands_with_its_headers_and_sigterm_commits() {
                 if *offset == 0 {
                     assert_eq!(trace.trace_id, parent.trace_id, "trace continued");
                     assert_ne!(trace.parent_id, parent.parent_id, "new span id");
+                    traced_output = Some(trace);
                 }
                 if *expect == Expect::Quarantine {
                     assert_eq!(record.header(headers::DQ), "soft_fail");
@@ -553,6 +569,59 @@ async fn each_outcome_lands_with_its_headers_and_sigterm_commits() {
     assert_eq!(epochs.failures.get("amount-small"), Some(&1));
     assert_eq!(epochs.rows, sent.len() as u64);
     assert!(events.iter().any(|e| is_instance_end(e, "COMPLETE")));
+
+    // Spans went out over OTLP (flushed at exit): the record's span, child of the producer's
+    // traceparent, is the span the mesh record's traceparent names.
+    let traced_output = traced_output.expect("the traced record reached the mesh");
+    let bodies = exported
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .clone();
+    let contains = |needle: &[u8]| {
+        bodies
+            .iter()
+            .any(|body| body.windows(needle.len()).any(|w| w == needle))
+    };
+    assert!(!bodies.is_empty(), "no OTLP export reached the collector");
+    assert!(
+        contains(&parent.trace_id),
+        "the source trace id is exported"
+    );
+    assert!(
+        contains(&parent.parent_id),
+        "the span's parent is the producer's span"
+    );
+    assert!(
+        contains(&traced_output.parent_id),
+        "the output's traceparent names an exported span"
+    );
+}
+
+type Exported = Arc<Mutex<Vec<Vec<u8>>>>;
+
+/// An OTLP/HTTP receiver on 127.0.0.1:0 that keeps every `/v1/traces` body (protobuf).
+async fn otlp_collector() -> (std::net::SocketAddr, Exported) {
+    let exported: Exported = Arc::default();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let app = axum::Router::new()
+        .route(
+            "/v1/traces",
+            axum::routing::post(
+                |State(exported): State<Exported>, body: axum::body::Bytes| async move {
+                    exported
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner)
+                        .push(body.to_vec());
+                    axum::http::StatusCode::OK
+                },
+            ),
+        )
+        .with_state(exported.clone());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (addr, exported)
 }
 
 fn committed_offset(endpoints: &Endpoints, group: &str, topic: &str) -> Option<i64> {
