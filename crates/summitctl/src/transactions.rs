@@ -103,17 +103,21 @@ fn list(args: &ListArgs) -> anyhow::Result<()> {
     let mut candidates: Vec<(String, String, String)> = Vec::new();
     for group in groups.groups() {
         for member in group.members() {
-            if member.client_id().is_empty() {
-                // No client id, no instance id to derive the transactional id from.
+            // tansu reports no client id; librdkafka's member ids are `<client.id>-<uuid>`.
+            let client_id = match member.client_id() {
+                "" => client_id_of_member(member.id()),
+                id => Some(id),
+            };
+            let Some(client_id) = client_id else {
                 println!(
-                    "# group {}: member {:?} reports no client id",
+                    "# group {}: member {:?} shows no client id",
                     group.name(),
                     member.id()
                 );
                 continue;
-            }
+            };
             candidates.push((
-                format!("{}-{}", args.prefix, member.client_id()),
+                format!("{}-{client_id}", args.prefix),
                 group.name().to_owned(),
                 member.client_host().to_owned(),
             ));
@@ -164,6 +168,22 @@ fn abort(args: &AbortArgs) -> anyhow::Result<()> {
         args.transactional_id
     );
     Ok(())
+}
+
+/// `<client.id>` of a librdkafka member id `<client.id>-<uuid>`.
+fn client_id_of_member(member_id: &str) -> Option<&str> {
+    const UUID_LEN: usize = 36;
+    let split = member_id.len().checked_sub(UUID_LEN + 1)?;
+    let (client_id, suffix) = member_id.split_at_checked(split)?;
+    let uuid = suffix.strip_prefix('-')?;
+    let looks_like_uuid = uuid.chars().enumerate().all(|(i, c)| {
+        if matches!(i, 8 | 13 | 18 | 23) {
+            c == '-'
+        } else {
+            c.is_ascii_hexdigit()
+        }
+    });
+    (looks_like_uuid && !client_id.is_empty()).then_some(client_id)
 }
 
 /// The highest version of `api_key` the first bootstrap server advertises in ApiVersions v0,
@@ -240,6 +260,19 @@ fn parse_api_versions(response: &[u8], api_key: i16) -> anyhow::Result<Option<i1
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn client_id_is_read_from_a_librdkafka_member_id() {
+        assert_eq!(
+            client_id_of_member("eos-same-af95606c-8dc4-4f56-afdd-e9b127aed921"),
+            Some("eos-same")
+        );
+        assert_eq!(client_id_of_member("no-uuid-here"), None);
+        assert_eq!(
+            client_id_of_member("-af95606c-8dc4-4f56-afdd-e9b127aed921"),
+            None
+        );
+    }
 
     #[test]
     fn api_versions_response_is_searched_for_the_key() {

@@ -127,6 +127,9 @@ struct Span {
 /// Per (topic, partition): offsets, records and bytes of a batch.
 type Positions = BTreeMap<(Arc<str>, i32), (Span, u64, u64)>;
 
+/// One dataset's share of a batch: its inputs by source topic, and its rule set.
+type DatasetEpoch = (BTreeMap<Arc<str>, EpochInput>, String);
+
 /// Records read since the last transaction, with their outputs not yet produced.
 #[derive(Debug, Default)]
 struct Batch {
@@ -505,9 +508,7 @@ impl TransactionalPipeline {
     fn epoch_events(&mut self, batch: &Batch) -> Vec<summit_lineage::RunEvent> {
         let source_cluster = self.config.kafka.bootstrap_servers.clone();
         let mesh_cluster = self.config.mesh_bootstrap_servers().to_owned();
-        // dataset → (inputs by topic, ruleset)
-        let mut by_dataset: BTreeMap<Arc<str>, (BTreeMap<Arc<str>, EpochInput>, String)> =
-            BTreeMap::new();
+        let mut by_dataset: BTreeMap<Arc<str>, DatasetEpoch> = BTreeMap::new();
         for ((topic, partition), (span, records, bytes)) in &batch.positions {
             let Some((_, route)) = self.routes.resolve(topic) else {
                 continue;
@@ -693,6 +694,34 @@ mod tests {
         assert_eq!(a1.offset(), Offset::Offset(43));
         let (span, records, bytes) = batch.positions[&(Arc::from("a"), 0)];
         assert_eq!((span.first, span.last, records, bytes), (7, 9, 3, 30));
+    }
+
+    #[test]
+    fn config_accepts_exactly_once_on_one_cluster_only() {
+        let yaml = |extra: &str| {
+            format!(
+                "kafka: {{ bootstrap_servers: \"a:9092\", group_id: g, cluster_name: c }}\n\
+                 service: {{ instance_id: pod-0 }}\n\
+                 delivery: {{ mode: exactly_once, transactional_id_prefix: fleet }}\n\
+                 routes: [ {{ topics: [t], dataset: d, rules: r.yaml }} ]\n{extra}"
+            )
+        };
+        let parse = |text: &str| {
+            Config::from_yaml(
+                text,
+                std::path::Path::new("test.yaml"),
+                std::path::PathBuf::from("."),
+                Vec::<(String, String)>::new(),
+            )
+        };
+        let config = parse(&yaml("")).expect("exactly_once accepted");
+        assert_eq!(config.transactional_id(), "fleet-pod-0");
+        let error =
+            parse(&yaml("mesh: { bootstrap_servers: \"b:9092\" }\n")).expect_err("two clusters");
+        assert!(
+            error.to_string().contains("mesh.bootstrap_servers"),
+            "{error}"
+        );
     }
 
     #[test]

@@ -14,7 +14,7 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -49,6 +49,7 @@ struct Setup {
     source: String,
     dataset: String,
     group: String,
+    txn_prefix: String,
     partitions: i32,
 }
 
@@ -93,6 +94,7 @@ async fn setup(prefix: &str, partitions: i32, instance_id: &str) -> Setup {
         source,
         dataset,
         group,
+        txn_prefix,
         partitions,
     }
 }
@@ -457,6 +459,28 @@ async fn committed_transactions_route_records_and_move_offsets_with_lineage() {
     assert_eq!(rows, sent.len() as u64, "epochs {epochs:?}");
     let distinct: HashSet<u64> = epochs.iter().map(|e| e.0).collect();
     assert_eq!(distinct.len(), epochs.len(), "epoch ids repeat: {epochs:?}");
+
+    // The running instance is a member of the group, so `list` names its transactional id.
+    let listed = Command::new(summitctl())
+        .args([
+            "kafka",
+            "transactions",
+            "list",
+            "--bootstrap-servers",
+            &Endpoints::from_env().kafka_bootstrap,
+            "--group",
+            &setup.group,
+            "--prefix",
+            &setup.txn_prefix,
+        ])
+        .output()
+        .expect("summitctl runs");
+    let listing = String::from_utf8_lossy(&listed.stdout);
+    assert!(listed.status.success(), "{listing}");
+    assert!(
+        listing.contains(&format!("{}-eos-a\t{}", setup.txn_prefix, setup.group)),
+        "{listing}"
+    );
 
     sigterm(&child);
     let status = wait_exit(&mut child, Duration::from_secs(20)).expect("exits after SIGTERM");
