@@ -24,7 +24,9 @@ fn measure_dq(evaluator: &dq_rules::Evaluator, parsed: &[Value], passes: usize) 
     let mut violations = 0;
     for _ in 0..passes {
         for record in parsed {
-            violations += black_box(evaluator.evaluate(black_box(record))).violations.len();
+            violations += black_box(evaluator.evaluate(black_box(record)))
+                .violations
+                .len();
         }
     }
     violations

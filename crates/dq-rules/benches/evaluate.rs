@@ -8,11 +8,14 @@ use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use common::{RECORDS, customers, evaluator, json_schema_validator, parse_all, records};
-use dq_rules::JsonRecord;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use dq_rules::JsonRecord;
 use serde_json::Value;
 
 /// Records per second of `work` over the batch, run for about `duration`.
+/// One timed loop body: runs the batch once, returns how many records it handled.
+type Work<'a> = Box<dyn FnMut() -> usize + 'a>;
+
 fn records_per_second(duration: Duration, mut work: impl FnMut() -> usize) -> f64 {
     let start = Instant::now();
     let mut records = 0usize;
@@ -91,7 +94,7 @@ fn bench(c: &mut Criterion) {
     // Plain timed loops, single thread. The machine is shared, so the load drifts during a run:
     // the loops take turns in short windows over several rounds, and each reports its median
     // and best window, so every side sees the same load.
-    let mut loops: Vec<(&str, Box<dyn FnMut() -> usize + '_>)> = vec![
+    let mut loops: Vec<(&str, Work<'_>)> = vec![
         (
             "dq-rules eval-only",
             Box::new(|| {
@@ -191,7 +194,16 @@ fn bench(c: &mut Criterion) {
         println!("SUMMARY {name:<36} median {median:>10.0} records/s, best {best:>10.0}");
         medians.push(median);
     }
-    let [eval_only, _, parse_borrowed, _, _, iter_errors, is_valid, schema_parse] = medians[..]
+    let [
+        eval_only,
+        _,
+        parse_borrowed,
+        _,
+        _,
+        iter_errors,
+        is_valid,
+        schema_parse,
+    ] = medians[..]
     else {
         unreachable!("eight loops above");
     };

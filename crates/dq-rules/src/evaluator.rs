@@ -77,12 +77,19 @@ fn serialize_arc_str<S: serde::Serializer>(
 /// the value and probing cost more than a few integer comparisons.
 const LINEAR_STRINGS: usize = 8;
 
+#[derive(Debug)]
+struct FewString {
+    len: usize,
+    parts: (u64, u64),
+    text: Box<str>,
+}
+
 /// Scalars of an `in_set` rule, split by type so lookups never allocate.
 #[derive(Debug, Default)]
 struct ValueSet {
     strings: FxHashSet<Box<str>>,
     /// The strings again, with their length and [`key_parts`], when there are few of them.
-    few_strings: Option<Vec<(usize, (u64, u64), Box<str>)>>,
+    few_strings: Option<Vec<FewString>>,
     integers: FxHashSet<i64>,
     floats: Vec<f64>,
     booleans: [bool; 2],
@@ -108,7 +115,11 @@ impl ValueSet {
             set.few_strings = Some(
                 set.strings
                     .iter()
-                    .map(|s| (s.len(), key_parts(s.as_bytes()), s.clone()))
+                    .map(|s| FewString {
+                        len: s.len(),
+                        parts: key_parts(s.as_bytes()),
+                        text: s.clone(),
+                    })
                     .collect(),
             );
         }
@@ -122,7 +133,7 @@ impl ValueSet {
                 let (len, parts) = (value.len(), key_parts(value.as_bytes()));
                 // key_parts is the whole key up to 16 bytes.
                 few.iter()
-                    .any(|(l, p, s)| *l == len && *p == parts && (len <= 16 || **s == *value))
+                    .any(|f| f.len == len && f.parts == parts && (len <= 16 || *f.text == *value))
             }
             None => self.strings.contains(value),
         }
@@ -428,7 +439,9 @@ impl Evaluator {
                             format!("expected an array, found {}", value.scalar().type_name()),
                             Some(render_observed(value)),
                         )),
-                        Located::Found(value) if quick_pass(&rule.check, value, &references) => None,
+                        Located::Found(value) if quick_pass(&rule.check, value, &references) => {
+                            None
+                        }
                         Located::Found(value) => {
                             check_value(rule, index, value, &references, unique)
                                 .map(|message| (message, Some(render_observed(value))))
@@ -653,9 +666,10 @@ fn quick_pass<V: RecordView>(check: &Check, value: &V, references: &ReferenceDat
             };
             micros.is_some_and(|t| !outside(t, *min, *max, *exclusive_min, *exclusive_max))
         }
-        (Check::InSet(set), Scalar::Str(_) | Scalar::Int(_) | Scalar::Float(_) | Scalar::Bool(_)) => {
-            set.contains(scalar)
-        }
+        (
+            Check::InSet(set),
+            Scalar::Str(_) | Scalar::Int(_) | Scalar::Float(_) | Scalar::Bool(_),
+        ) => set.contains(scalar),
         (Check::Regex(pattern), Scalar::Str(s)) => pattern.is_match(s),
         (
             Check::Length {
@@ -673,13 +687,14 @@ fn quick_pass<V: RecordView>(check: &Check, value: &V, references: &ReferenceDat
             };
             !outside(length, *min, *max, *exclusive_min, *exclusive_max)
         }
-        (Check::Reference { set_index, .. }, Scalar::Str(_) | Scalar::Int(_)) => {
-            references.sets.get(*set_index).is_some_and(|set| match scalar {
+        (Check::Reference { set_index, .. }, Scalar::Str(_) | Scalar::Int(_)) => references
+            .sets
+            .get(*set_index)
+            .is_some_and(|set| match scalar {
                 Scalar::Str(s) => set.contains_str(s),
                 Scalar::Int(i) => set.contains_integer(i),
                 _ => false,
-            })
-        }
+            }),
         _ => false,
     }
 }
@@ -702,19 +717,17 @@ fn check_value<V: RecordView>(
         |expected: &str| Some(format!("expected {expected}, found {}", scalar.type_name()));
     match &rule.check {
         Check::Required => None,
-        Check::Type(types) => {
-            (!type_matches(types, scalar)).then(|| {
-                let names: Vec<String> = types
-                    .iter()
-                    .map(|t| format!("{t:?}").to_lowercase())
-                    .collect();
-                format!(
-                    "expected type {}, found {}",
-                    names.join(" or "),
-                    scalar.type_name()
-                )
-            })
-        }
+        Check::Type(types) => (!type_matches(types, scalar)).then(|| {
+            let names: Vec<String> = types
+                .iter()
+                .map(|t| format!("{t:?}").to_lowercase())
+                .collect();
+            format!(
+                "expected type {}, found {}",
+                names.join(" or "),
+                scalar.type_name()
+            )
+        }),
         Check::NumberRange {
             min,
             max,

@@ -247,7 +247,9 @@ rules:
     let broken = e.evaluate(&json!({"amount": 1, "divisor": 0}));
     assert_eq!(broken.verdict, Verdict::SoftFail, "{broken:?}");
     assert!(
-        broken.violations[0].message.starts_with("Rego evaluation failed"),
+        broken.violations[0]
+            .message
+            .starts_with("Rego evaluation failed"),
         "{broken:?}"
     );
 }
@@ -457,7 +459,11 @@ fn json_record_reads_repeated_keys_and_escapes_like_serde_value() {
     ] {
         let value: Value = serde_json::from_str(text).expect("valid JSON");
         let parsed = crate::JsonRecord::from_str(text).expect("valid JSON");
-        assert_eq!(evaluator.evaluate(&parsed), evaluator.evaluate(&value), "{text}");
+        assert_eq!(
+            evaluator.evaluate(&parsed),
+            evaluator.evaluate(&value),
+            "{text}"
+        );
     }
 }
 
@@ -483,7 +489,11 @@ fn in_set_strings_match_exactly_in_small_and_large_sets() {
         assert_eq!(!fails(&small, &json!({ "v": value })), inside, "{value:?}");
     }
     let names: Vec<String> = (0..20).map(|i| format!("v{i}")).collect();
-    let large = one_rule("in_set", "v", &format!("{{values: [{}]}}", names.join(", ")));
+    let large = one_rule(
+        "in_set",
+        "v",
+        &format!("{{values: [{}]}}", names.join(", ")),
+    );
     assert!(!fails(&large, &json!({"v": "v19"})));
     assert!(fails(&large, &json!({"v": "v20"})));
 }

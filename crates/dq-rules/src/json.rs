@@ -165,11 +165,9 @@ impl RecordView for JsonRecord<'_> {
     fn field(&self, name: &str) -> Option<&Self> {
         match self {
             // The last of repeated keys, as serde_json keeps.
-            JsonRecord::Object(fields) => fields
-                .iter()
-                .rev()
-                .find(|(n, _)| n == name)
-                .map(|(_, v)| v),
+            JsonRecord::Object(fields) => {
+                fields.iter().rev().find(|(n, _)| n == name).map(|(_, v)| v)
+            }
             _ => None,
         }
     }
@@ -210,7 +208,9 @@ impl RecordView for JsonRecord<'_> {
                 serde_json::Number::from_f64(*f).map_or(JsonValue::Null, JsonValue::Number)
             }
             JsonRecord::Str(s) => JsonValue::String(s.to_string()),
-            JsonRecord::Array(items) => JsonValue::Array(items.iter().map(|v| v.to_json()).collect()),
+            JsonRecord::Array(items) => {
+                JsonValue::Array(items.iter().map(|v| v.to_json()).collect())
+            }
             // Inserting in order gives serde_json's result for repeated keys: the first position,
             // the last value.
             JsonRecord::Object(fields) => {
@@ -246,8 +246,14 @@ mod tests {
     fn strings_without_escapes_are_borrowed_and_repeated_keys_keep_the_last() {
         let record = JsonRecord::from_str(r#"{"k": "plain", "e": "a\nb", "k": "last"}"#)
             .expect("valid JSON");
-        assert!(matches!(record.field("k"), Some(JsonRecord::Str(Cow::Borrowed("last")))));
-        assert!(matches!(record.field("e"), Some(JsonRecord::Str(Cow::Owned(_)))));
+        assert!(matches!(
+            record.field("k"),
+            Some(JsonRecord::Str(Cow::Borrowed("last")))
+        ));
+        assert!(matches!(
+            record.field("e"),
+            Some(JsonRecord::Str(Cow::Owned(_)))
+        ));
         let mut first = None;
         record.for_each_field(|name, value| {
             if name == "k" && first.is_none() {

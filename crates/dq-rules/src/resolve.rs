@@ -26,8 +26,7 @@ pub(crate) fn key_parts(bytes: &[u8]) -> (u64, u64) {
     let len = bytes.len();
     if let (Some(first), Some(last)) = (bytes.first_chunk::<8>(), bytes.last_chunk::<8>()) {
         (u64::from_le_bytes(*first), u64::from_le_bytes(*last))
-    } else if let (Some(first), Some(last)) = (bytes.first_chunk::<4>(), bytes.last_chunk::<4>())
-    {
+    } else if let (Some(first), Some(last)) = (bytes.first_chunk::<4>(), bytes.last_chunk::<4>()) {
         (
             u64::from(u32::from_le_bytes(*first)),
             u64::from(u32::from_le_bytes(*last)),
@@ -60,7 +59,9 @@ struct Node {
 
 impl Node {
     fn add(&mut self, name: &str, node: usize) {
-        let at = self.children.partition_point(|c| c.name.len() <= name.len());
+        let at = self
+            .children
+            .partition_point(|c| c.name.len() <= name.len());
         self.children.insert(
             at,
             Child {
@@ -224,8 +225,19 @@ mod tests {
     fn keys_sharing_their_first_8_bytes_are_told_apart() {
         let mut trie = FieldTrie::new();
         let paths = [
-            "created_at", "created_by", "created_", "c", "é", "createdXat", "ab", "ba", "abc",
-            "abcd", "abdc", "a_very_long_key_beyond_16_bytes_1", "a_very_long_key_beyond_16_bytes_2",
+            "created_at",
+            "created_by",
+            "created_",
+            "c",
+            "é",
+            "createdXat",
+            "ab",
+            "ba",
+            "abc",
+            "abcd",
+            "abdc",
+            "a_very_long_key_beyond_16_bytes_1",
+            "a_very_long_key_beyond_16_bytes_2",
         ];
         let nodes: Vec<usize> = paths
             .iter()
@@ -240,8 +252,19 @@ mod tests {
             let found: Vec<Option<serde_json::Value>> =
                 nodes.iter().map(|n| slots[*n].cloned()).collect();
             let expected: Vec<Option<serde_json::Value>> = [
-                None, Some(2), Some(3), Some(4), Some(5), Some(6), None, Some(7), Some(8), None,
-                Some(9), None, Some(10),
+                None,
+                Some(2),
+                Some(3),
+                Some(4),
+                Some(5),
+                Some(6),
+                None,
+                Some(7),
+                Some(8),
+                None,
+                Some(9),
+                None,
+                Some(10),
             ]
             .into_iter()
             .map(|v| v.map(|v| json!(v)))

@@ -51,7 +51,8 @@ fn days_from_civil(year: i64, month: u32, day: u32) -> i64 {
     let era = year.div_euclid(400);
     let year_of_era = year - era * 400;
     let month = i64::from(month);
-    let day_of_year = (153 * (if month > 2 { month - 3 } else { month + 9 }) + 2) / 5 + i64::from(day) - 1;
+    let day_of_year =
+        (153 * (if month > 2 { month - 3 } else { month + 9 }) + 2) / 5 + i64::from(day) - 1;
     let day_of_era = year_of_era * 365 + year_of_era / 4 - year_of_era / 100 + day_of_year;
     era * 146_097 + day_of_era - 719_468
 }
@@ -118,8 +119,8 @@ fn parse_common(bytes: &[u8]) -> Option<i64> {
         }
         _ => return None,
     };
-    let local_seconds = days_from_civil(year, month, day) * 86_400
-        + i64::from(hour * 3600 + minute * 60 + second);
+    let local_seconds =
+        days_from_civil(year, month, day) * 86_400 + i64::from(hour * 3600 + minute * 60 + second);
     Some((local_seconds - offset_seconds) * 1_000_000 + micros)
 }
 
@@ -149,7 +150,10 @@ mod tests {
             "1900-03-01T00:00:00+23:59",
         ] {
             assert_eq!(parse_common(text.as_bytes()), chrono_micros(text), "{text}");
-            assert!(parse_common(text.as_bytes()).is_some(), "{text} takes the fast path");
+            assert!(
+                parse_common(text.as_bytes()).is_some(),
+                "{text} takes the fast path"
+            );
         }
     }
 
