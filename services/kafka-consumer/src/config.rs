@@ -617,6 +617,52 @@ routes:
     }
 
     #[test]
+    fn admin_telemetry_lineage_and_tickets_sections() {
+        let config = parse(MINIMAL, &[]).expect("valid");
+        assert_eq!(config.admin.listen.to_string(), "127.0.0.1:9464");
+        assert!(config.lineage.enabled);
+        assert_eq!(
+            config.lineage.topic,
+            summit_envelope::topics::LINEAGE_EVENTS
+        );
+        assert_eq!(config.lineage_bootstrap_servers(), "127.0.0.1:19092");
+        assert!(config.tickets.is_none());
+
+        let text = format!(
+            "{MINIMAL}admin: {{ listen: \"127.0.0.1:0\", lag_interval: 1s }}\n\
+             telemetry: {{ log_format: text, otlp_endpoint: \"http://collector:4318\" }}\n\
+             lineage: {{ bootstrap_servers: \"lineage:9092\", emit_budget: 2s }}\n\
+             tickets: {{ threshold: 5, window: 10m, webhook: {{ url: \"http://t/x\", max_attempts: 2 }} }}\n"
+        );
+        let config = parse(&text, &[("SUMMIT_TICKETS__THRESHOLD", "7")]).expect("valid");
+        assert_eq!(config.admin.listen.port(), 0);
+        assert_eq!(
+            config.telemetry.otlp_endpoint.as_deref(),
+            Some("http://collector:4318")
+        );
+        assert_eq!(config.lineage_bootstrap_servers(), "lineage:9092");
+        assert_eq!(config.lineage.emit_budget, Duration::from_secs(2));
+        let tickets = config.tickets.expect("tickets");
+        assert_eq!(tickets.threshold, 7);
+        assert_eq!(tickets.window, Duration::from_secs(600));
+        assert_eq!(tickets.max_samples, 10);
+        assert_eq!(tickets.webhook.max_attempts, 2);
+
+        for (extra, key) in [
+            (
+                "tickets: { threshold: 0, window: 1m, webhook: { url: \"http://t\" } }",
+                "tickets.threshold",
+            ),
+            ("lineage: { max_attempts: 0 }", "lineage.max_attempts"),
+            ("admin: { listen: \"nowhere\" }", "admin.listen"),
+            ("telemetry: { log_fromat: text }", "log_fromat"),
+        ] {
+            let error = parse(&format!("{MINIMAL}{extra}\n"), &[]).expect_err(key);
+            assert!(error.to_string().contains(key), "{key}: {error}");
+        }
+    }
+
+    #[test]
     fn unknown_keys_are_named_with_their_path() {
         let text = MINIMAL.replace("group_id: g", "group_id: g, sesion_timeout: 5s");
         let error = parse(&text, &[]).expect_err("typo");

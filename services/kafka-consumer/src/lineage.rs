@@ -580,3 +580,151 @@ impl CommitGate for LineageGate {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use dq_rules::{Outcome, Violation};
+    use summit_envelope::headers::DlqErrorKind;
+
+    use super::*;
+
+    const RULES: &str = r#"
+name: payments
+rules:
+  - { id: amount-nonnegative, field: amount, kind: range, severity: hard, params: { min: 0 } }
+  - { id: amount-small, field: amount, kind: range, severity: soft, params: { max: 1000 } }
+"#;
+
+    async fn gate() -> LineageGate {
+        let dir = std::env::temp_dir().join(format!("kc-lineage-unit-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        std::fs::write(dir.join("rules.yaml"), RULES).expect("rules");
+        let yaml = "kafka: { bootstrap_servers: \"127.0.0.1:19092\", group_id: g, cluster_name: c }\n\
+                    routes: [{ topics: [orders], dataset: sales, rules: rules.yaml }]\n";
+        let config = Config::from_yaml(yaml, Path::new("t.yaml"), dir, Vec::new()).expect("config");
+        let routes = RouteTable::prepare(&config).await.expect("routes");
+        LineageGate::new(&config, &routes, None).expect("gate")
+    }
+
+    fn observe(gate: &LineageGate, partition: i32, offset: i64, outcome: RecordOutcome<'_>) {
+        gate.observe(&ObservedRecord {
+            partition: &PartitionKey::new("orders", partition),
+            offset,
+            bytes: 10,
+            dataset: Some("sales"),
+            event_id: "e",
+            schema: Some("7"),
+            outcome,
+        });
+    }
+
+    fn epochs(gate: &LineageGate) -> Vec<(bool, BTreeMap<(Arc<str>, i32), (i64, i64)>)> {
+        gate.state()
+            .pending
+            .iter()
+            .filter_map(|pending| match pending {
+                Pending::Epoch {
+                    aggregate, built, ..
+                } => Some((built.is_some(), aggregate.ranges.clone())),
+                Pending::Event(_) => None,
+            })
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn commits_become_epochs_that_tile_the_offsets_and_count_rule_failures() {
+        let gate = gate().await;
+        let pass = Outcome {
+            verdict: Verdict::Pass,
+            violations: Vec::new(),
+            reference_version: None,
+        };
+        let soft = Outcome {
+            verdict: Verdict::SoftFail,
+            violations: vec![Violation {
+                rule_id: "amount-small".into(),
+                field: "amount".into(),
+                severity: Severity::Soft,
+                message: "too large".into(),
+                observed: Some("5000".into()),
+            }],
+            reference_version: None,
+        };
+        observe(&gate, 0, 10, RecordOutcome::Routed(&pass));
+        observe(&gate, 0, 11, RecordOutcome::Routed(&soft));
+        observe(
+            &gate,
+            0,
+            12,
+            RecordOutcome::DeadLettered(DlqErrorKind::Undecodable),
+        );
+        observe(&gate, 1, 0, RecordOutcome::Routed(&pass));
+        let p0 = PartitionKey::new("orders", 0);
+        let p1 = PartitionKey::new("orders", 1);
+
+        // Offset 12 is not acknowledged yet: the commit stops before it.
+        gate.seal(&mut gate.state(), &[(p0.clone(), 12)]);
+        let first: Arc<str> = "orders".into();
+        assert_eq!(
+            epochs(&gate),
+            vec![(false, BTreeMap::from([((first.clone(), 0), (10, 11))]))]
+        );
+        // Not tried yet (say the START is still unwritten): the next commit joins the epoch.
+        gate.seal(&mut gate.state(), &[(p0.clone(), 13), (p1.clone(), 1)]);
+        assert_eq!(
+            epochs(&gate),
+            vec![(
+                false,
+                BTreeMap::from([((first.clone(), 0), (10, 12)), ((first.clone(), 1), (0, 0))])
+            )]
+        );
+        let event = {
+            let state = gate.state();
+            let Some(Pending::Epoch {
+                dataset, aggregate, ..
+            }) = state.pending.back()
+            else {
+                panic!("an epoch is queued");
+            };
+            gate.epoch_event(dataset, aggregate)
+                .expect("dataset has a run")
+        };
+        let json = serde_json::to_value(&event).expect("serialize");
+        assert_eq!(
+            json["inputs"][0]["inputFacets"]["dataQualityMetrics"]["rowCount"],
+            4
+        );
+        let assertions = &json["outputs"][0]["facets"]["dataQualityAssertions"]["assertions"];
+        assert_eq!(assertions[0]["assertion"], "amount-nonnegative");
+        assert_eq!(assertions[0]["success"], true);
+        assert_eq!(assertions[1]["assertion"], "amount-small");
+        assert_eq!(
+            assertions[1]["actual"], "1/3",
+            "DLQ'd records are not evaluated"
+        );
+        assert_eq!(assertions[1]["success"], false);
+        assert_eq!(json["run"]["facets"]["summit_epoch"]["schema"], "7");
+
+        // Once tried, an epoch is resent unchanged; later records make a new one, starting
+        // where it ended.
+        if let Some(Pending::Epoch { built, .. }) = gate.state().pending.back_mut() {
+            *built = Some(event);
+        }
+        observe(&gate, 0, 13, RecordOutcome::Routed(&pass));
+        gate.seal(&mut gate.state(), &[(p0.clone(), 14)]);
+        let queued = epochs(&gate);
+        assert_eq!(queued.len(), 2);
+        assert_eq!(
+            queued[1],
+            (false, BTreeMap::from([((first.clone(), 0), (13, 13))]))
+        );
+
+        // A revoked partition's unsealed records are the next owner's.
+        observe(&gate, 1, 1, RecordOutcome::Routed(&pass));
+        gate.released(std::slice::from_ref(&p1));
+        gate.seal(&mut gate.state(), &[(p1, 2)]);
+        assert_eq!(epochs(&gate).len(), 2);
+    }
+}
