@@ -75,11 +75,13 @@ struct PartitionLedger {
     last_schema: Option<Arc<str>>,
 }
 
+/// (topic, partition) → first and last offset.
+type OffsetRanges = BTreeMap<(Arc<str>, i32), (i64, i64)>;
+
 /// The sums of one epoch of one dataset.
 #[derive(Debug, Default)]
 struct EpochAggregate {
-    /// (topic, partition) → first and last offset.
-    ranges: BTreeMap<(Arc<str>, i32), (i64, i64)>,
+    ranges: OffsetRanges,
     /// topic → (records, bytes).
     read: BTreeMap<Arc<str>, (u64, u64)>,
     /// Records judged by the rules (not dead-lettered).
@@ -620,7 +622,8 @@ rules:
         });
     }
 
-    fn epochs(gate: &LineageGate) -> Vec<(bool, BTreeMap<(Arc<str>, i32), (i64, i64)>)> {
+    /// Queued epochs: (tried already, offset ranges).
+    fn epochs(gate: &LineageGate) -> Vec<(bool, OffsetRanges)> {
         gate.state()
             .pending
             .iter()
