@@ -59,22 +59,33 @@ fn days_from_civil(year: i64, month: u32, day: u32) -> i64 {
 
 /// The hand-written path; `None` means "not the common shape", not "invalid".
 fn parse_common(bytes: &[u8]) -> Option<i64> {
-    // YYYY-MM-DDTHH:MM:SS is 19 bytes, the shortest zone (`Z`) one more.
-    if bytes.len() < 20
-        || bytes[4] != b'-'
-        || bytes[7] != b'-'
-        || bytes[10] != b'T'
-        || bytes[13] != b':'
-        || bytes[16] != b':'
+    // YYYY-MM-DDTHH:MM:SS is 19 bytes, the shortest zone (`Z`) one more. A fixed-size array
+    // lets the digit reads below go without bounds checks.
+    let (Some(head), true) = (bytes.first_chunk::<19>(), bytes.len() >= 20) else {
+        return None;
+    };
+    if head[4] != b'-'
+        || head[7] != b'-'
+        || head[10] != b'T'
+        || head[13] != b':'
+        || head[16] != b':'
     {
         return None;
     }
-    let year = i64::from(digits(bytes, 0, 4)?);
-    let month = digits(bytes, 5, 2)?;
-    let day = digits(bytes, 8, 2)?;
-    let hour = digits(bytes, 11, 2)?;
-    let minute = digits(bytes, 14, 2)?;
-    let second = digits(bytes, 17, 2)?;
+    let digit = |i: usize| u32::from(head[i].wrapping_sub(b'0'));
+    // Every digit position at once: any byte that is not 0-9 makes its value above 9.
+    let not_digits = [0, 1, 2, 3, 5, 6, 8, 9, 11, 12, 14, 15, 17, 18]
+        .iter()
+        .fold(0, |worst, &i| worst.max(digit(i)));
+    if not_digits > 9 {
+        return None;
+    }
+    let year = i64::from(digit(0) * 1000 + digit(1) * 100 + digit(2) * 10 + digit(3));
+    let month = digit(5) * 10 + digit(6);
+    let day = digit(8) * 10 + digit(9);
+    let hour = digit(11) * 10 + digit(12);
+    let minute = digit(14) * 10 + digit(15);
+    let second = digit(17) * 10 + digit(18);
     if !(1..=12).contains(&month)
         || day == 0
         || day > days_in_month(year, month)
