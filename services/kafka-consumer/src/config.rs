@@ -663,6 +663,19 @@ routes:
     }
 
     #[test]
+    fn the_readme_example_is_a_valid_config() {
+        let readme = include_str!("../README.md");
+        let example = readme
+            .split("```yaml\n")
+            .nth(1)
+            .and_then(|rest| rest.split("```").next())
+            .expect("README has a yaml example");
+        let config = parse(example, &[]).expect("the README example parses");
+        assert_eq!(config.routes[0].subject.as_deref(), Some("orders-value"));
+        assert_eq!(config.tickets.expect("tickets").threshold, 50);
+    }
+
+    #[test]
     fn unknown_keys_are_named_with_their_path() {
         let text = MINIMAL.replace("group_id: g", "group_id: g, sesion_timeout: 5s");
         let error = parse(&text, &[]).expect_err("typo");
