@@ -110,12 +110,15 @@ impl Node {
 #[derive(Debug)]
 pub(crate) struct FieldTrie {
     nodes: Vec<Node>,
+    /// The nodes with children, in index order (so parents first): the only ones `fill` visits.
+    parents: Vec<usize>,
 }
 
 impl FieldTrie {
     pub(crate) fn new() -> Self {
         Self {
             nodes: vec![Node::default()],
+            parents: Vec::new(),
         }
     }
 
@@ -131,6 +134,9 @@ impl FieldTrie {
                     let child = self.nodes.len();
                     self.nodes.push(Node::default());
                     self.nodes[node].add(name, child);
+                    if let Err(at) = self.parents.binary_search(&node) {
+                        self.parents.insert(at, node);
+                    }
                     child
                 }
             };
@@ -161,9 +167,11 @@ impl FieldTrie {
 
     fn fill<'v, V: RecordView>(&self, record: &'v V, slots: &mut [Option<&'v V>]) {
         slots[0] = Some(record);
-        for (index, node) in self.nodes.iter().enumerate() {
-            // Parents come first, so this node's value is final here.
-            let Some(value) = slots[index] else {
+        for &index in &self.parents {
+            // A node's index is above its parent's, so this node's value is final here.
+            let (Some(node), Some(Some(value))) =
+                (self.nodes.get(index), slots.get(index).copied())
+            else {
                 continue;
             };
             match node.children.as_slice() {
