@@ -380,8 +380,18 @@ async fn wait_committed(setup: &Setup, expected: &BTreeMap<i32, i64>, timeout: D
     false
 }
 
-/// This dataset's epoch COMPLETE events: (epoch id, run id, records read).
-fn epoch_events(setup: &Setup) -> Vec<(u64, String, u64)> {
+/// One epoch COMPLETE as read back.
+#[derive(Debug)]
+struct Epoch {
+    id: u64,
+    run_id: String,
+    rows: u64,
+    /// (partition, first, last offset) read by the epoch.
+    ranges: Vec<(i32, i64, i64)>,
+}
+
+/// This dataset's epoch COMPLETE events.
+fn epoch_events(setup: &Setup) -> Vec<Epoch> {
     let job = format!("kafka-consumer.{}", setup.dataset);
     let outputs = read_outputs(
         &[topics::LINEAGE_EVENTS.to_owned()],
@@ -399,7 +409,26 @@ fn epoch_events(setup: &Setup) -> Vec<(u64, String, u64)> {
                 .iter()
                 .filter_map(|i| i.input_facets.data_quality_metrics.as_ref()?.row_count)
                 .sum();
-            Some((epoch, e.run.run_id.to_string(), rows))
+            let mut ranges: Vec<(i32, i64, i64)> = e
+                .inputs
+                .iter()
+                .filter_map(|i| i.input_facets.offset_ranges.as_ref())
+                .flat_map(|facet| facet.ranges.iter())
+                .filter_map(|r| {
+                    Some((
+                        r.partition.parse().ok()?,
+                        r.first.parse().ok()?,
+                        r.last.parse().ok()?,
+                    ))
+                })
+                .collect();
+            ranges.sort();
+            Some(Epoch {
+                id: epoch,
+                run_id: e.run.run_id.to_string(),
+                rows,
+                ranges,
+            })
         })
         .collect()
 }
@@ -455,10 +484,22 @@ async fn committed_transactions_route_records_and_move_offsets_with_lineage() {
     // records add up to exactly what was consumed, with distinct epoch ids.
     let epochs = epoch_events(&setup);
     assert!(!epochs.is_empty(), "no lineage epochs\n{}", tail(&log));
-    let rows: u64 = epochs.iter().map(|e| e.2).sum();
+    let rows: u64 = epochs.iter().map(|e| e.rows).sum();
     assert_eq!(rows, sent.len() as u64, "epochs {epochs:?}");
-    let distinct: HashSet<u64> = epochs.iter().map(|e| e.0).collect();
+    let distinct: HashSet<u64> = epochs.iter().map(|e| e.id).collect();
     assert_eq!(distinct.len(), epochs.len(), "epoch ids repeat: {epochs:?}");
+    // The epochs' offset ranges tile each partition from 0 to its end, in epoch order.
+    let mut by_epoch: Vec<&Epoch> = epochs.iter().collect();
+    by_epoch.sort_by_key(|e| e.id);
+    let mut next_offset: BTreeMap<i32, i64> = BTreeMap::new();
+    for epoch in by_epoch {
+        for (partition, first, last) in &epoch.ranges {
+            let expected = next_offset.entry(*partition).or_insert(0);
+            assert_eq!(*first, *expected, "gap or overlap in {epochs:?}");
+            *expected = last + 1;
+        }
+    }
+    assert_eq!(next_offset, ends, "epochs {epochs:?}");
 
     // The running instance is a member of the group, so `list` names its transactional id.
     let listed = Command::new(summitctl())
@@ -524,13 +565,22 @@ async fn injected_abort_rewinds_and_the_batch_is_processed_again() {
     // batch's records appear twice here, always with the same event id and destination; on a
     // broker with aborted-transaction filtering they would appear once.
     let copies = assert_accounted(&setup, &sent, &outputs);
-    // The aborted epoch's lineage event was produced, then produced again by the retry with the
-    // same epoch id (and so the same child run id).
-    let epochs = epoch_events(&setup);
-    let first: Vec<&(u64, String, u64)> = epochs.iter().filter(|e| e.0 == 1).collect();
     assert!(
-        first.len() >= 2 && first.iter().all(|e| e.1 == first[0].1),
-        "epoch 1 should be written by the aborted and the retried transaction: {epochs:?}"
+        copies > 0,
+        "tansu shows aborted outputs, so the re-processed batch must show same-id copies"
+    );
+    // The aborted epoch's lineage event was produced, then produced again by the retry with the
+    // same epoch id (so the same child run id) over the same offsets: the consumer was rewound
+    // to the batch's first offsets, not moved on past the aborted records.
+    let epochs = epoch_events(&setup);
+    let first: Vec<&Epoch> = epochs.iter().filter(|e| e.id == 1).collect();
+    assert!(
+        first.len() >= 2
+            && first
+                .iter()
+                .all(|e| e.run_id == first[0].run_id && e.ranges == first[0].ranges)
+            && first[0].ranges.first().is_some_and(|r| r.1 == 0),
+        "epoch 1 should be written by the aborted and the retried transaction over the same offsets: {epochs:?}"
     );
     sigterm(&child);
     let status = wait_exit(&mut child, Duration::from_secs(20)).expect("exits after SIGTERM");
@@ -666,8 +716,8 @@ async fn summitctl_aborts_the_open_transaction_of_a_crashed_producer() {
             .create()
             .expect("transactional producer")
     };
-    // The "crashed" instance: begins a transaction, produces, never commits; its client is
-    // leaked (not dropped), as after SIGKILL nothing runs on the way out.
+    // The "crashed" instance: begins a transaction, produces, never commits. It stays alive
+    // as a zombie so the test can show that `abort` fenced it.
     let crashed = transactional(&transactional_id);
     crashed
         .init_transactions(Duration::from_secs(30))
@@ -680,7 +730,6 @@ async fn summitctl_aborts_the_open_transaction_of_a_crashed_producer() {
         )
         .await
         .expect("produced inside the open transaction");
-    std::mem::forget(crashed);
 
     let abort_started = Instant::now();
     let output = Command::new(summitctl())
@@ -700,6 +749,33 @@ async fn summitctl_aborts_the_open_transaction_of_a_crashed_producer() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(output.status.success(), "{stdout}\n{stderr}");
     assert!(stdout.contains(&transactional_id), "{stdout}");
+    // The zombie's producer epoch is stale now: its transaction cannot be committed any more.
+    // On tansu the zombie gets no "fenced" answer to EndTxn: librdkafka retries until the call
+    // times out (a clean ProducerFenced is seen on AddPartitionsToTxn, see the fencing test).
+    // The control below shows the same commit succeeding without the abort.
+    let zombie_commit = crashed.commit_transaction(Duration::from_secs(10));
+    assert!(
+        zombie_commit.is_err(),
+        "the crashed producer could still commit after summitctl abort"
+    );
+    // Not dropped: a fenced producer's drop waits on librdkafka's purge (it is a test leak).
+    std::mem::forget(crashed);
+    let control_id = unique_name("eos-control");
+    let control = transactional(&control_id);
+    control
+        .init_transactions(Duration::from_secs(30))
+        .expect("init");
+    control.begin_transaction().expect("begin");
+    control
+        .send(
+            FutureRecord::to(&topic).key("k").payload("control"),
+            Duration::from_secs(10),
+        )
+        .await
+        .expect("produced");
+    control
+        .commit_transaction(Duration::from_secs(10))
+        .expect("without an abort the same commit succeeds");
 
     // A new producer with the id can init and commit.
     let replacement = transactional(&transactional_id);
