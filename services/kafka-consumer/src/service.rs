@@ -3,7 +3,7 @@
 
 use std::future::Future;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use summit_lineage::RunEnd;
 use summit_telemetry::{AdminError, Metrics, MetricsError, Readiness, TicketResult};
@@ -116,11 +116,23 @@ pub async fn run(
     }
 
     let draining = readiness.clone();
-    let shutdown = async move {
-        shutdown.await;
-        draining.set_shutting_down();
+    let stop_requested = Arc::new(std::sync::OnceLock::new());
+    let shutdown = {
+        let stop_requested = stop_requested.clone();
+        async move {
+            shutdown.await;
+            let _ = stop_requested.set(Instant::now());
+            draining.set_shutting_down();
+        }
     };
     let outcome = pipeline.run(shutdown).await;
+    // What is left of the grace period (at least a second) bounds the final lineage events.
+    let remaining = stop_requested
+        .get()
+        .map_or(config.service.shutdown_grace, |at| {
+            config.service.shutdown_grace.saturating_sub(at.elapsed())
+        })
+        .max(Duration::from_secs(1));
 
     if let Some(gate) = &lineage {
         let end = match &outcome {
@@ -131,8 +143,10 @@ pub async fn run(
                 message: error.to_string(),
             },
         };
-        if let Err(error) = gate.finish(end).await {
-            tracing::warn!(%error, "final lineage events not written");
+        match tokio::time::timeout(remaining, gate.finish(end)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => tracing::warn!(%error, "final lineage events not written"),
+            Err(_) => tracing::warn!("final lineage events not written within the grace period"),
         }
     }
     if let Some(task) = ticket_task {
