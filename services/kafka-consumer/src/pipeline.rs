@@ -388,7 +388,15 @@ impl Pipeline {
         let offsets = self.finalizer.take_committable();
         if !offsets.is_empty() {
             let gate_ok = match &self.commit_gate {
-                Some(gate) => gate.before_commit(&offsets).await.is_ok(),
+                // Bounded by the rest of the grace period: uncommitted is safe, late is not.
+                Some(gate) => tokio::time::timeout(
+                    grace
+                        .saturating_sub(started.elapsed())
+                        .max(Duration::from_secs(1)),
+                    gate.before_commit(&offsets),
+                )
+                .await
+                .is_ok_and(|passed| passed.is_ok()),
                 None => true,
             };
             if gate_ok {
