@@ -451,6 +451,7 @@ impl Service {
             &config,
             format!(
                 "service: {{ shutdown_grace: 10s }}\n\
+                 admin: {{ listen: \"127.0.0.1:0\" }}\n\
                  kafka: {{ bootstrap_servers: \"{bootstrap}\", group_id: {group}, cluster_name: {CLUSTER}, \
                  consumer_properties: {{ {properties} }} }}\n\
                  schema_registry: {{ url: \"{registry}\" }}\n\
@@ -458,12 +459,14 @@ impl Service {
             ),
         )?;
         let log = dir.join(format!("{dataset}.log"));
+        let log_file = std::fs::File::create(&log)?;
         let child = Command::new(BINARY)
             .arg("--config")
             .arg(&config)
             .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log)?)
+            // Logs go to stdout, errors before logging starts to stderr: keep both.
+            .stdout(log_file.try_clone()?)
+            .stderr(log_file)
             .spawn()
             .with_context(|| format!("starting {BINARY}"))?;
         Ok(Self { child, log })

@@ -22,7 +22,7 @@
 
 use std::collections::HashSet;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -142,6 +142,49 @@ async fn mesh_ids(
     .expect("reader thread")
 }
 
+/// The admin address the service logs once its port is bound.
+async fn admin_addr(log: &std::path::Path) -> std::net::SocketAddr {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let text = std::fs::read_to_string(log).unwrap_or_default();
+        for line in text
+            .lines()
+            .filter(|l| l.contains("admin server listening"))
+        {
+            if let Some(rest) = line.split("admin_addr").nth(1) {
+                let addr: String = rest
+                    .trim_start_matches(['"', ':', '='])
+                    .chars()
+                    .take_while(|c| c.is_ascii_digit() || *c == '.' || *c == ':')
+                    .collect();
+                if let Ok(addr) = addr.parse() {
+                    return addr;
+                }
+            }
+        }
+        assert!(Instant::now() < deadline, "no admin address logged: {text}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// `name`'s first sample on the admin port's `/metrics`, if it is there.
+async fn metric(admin: std::net::SocketAddr, name: &str) -> Option<f64> {
+    let text = reqwest::get(format!("http://{admin}/metrics"))
+        .await
+        .ok()?
+        .text()
+        .await
+        .ok()?;
+    text.lines()
+        .filter(|line| !line.starts_with('#'))
+        .find(|line| {
+            line.strip_prefix(name)
+                .is_some_and(|rest| rest.starts_with('{') || rest.starts_with(' '))
+        })
+        .and_then(|line| line.split_whitespace().last())
+        .and_then(|value| value.parse().ok())
+}
+
 struct Killed(Child);
 
 impl Drop for Killed {
@@ -182,6 +225,7 @@ async fn memory_stays_bounded_while_the_mesh_is_blackholed() {
              mesh: {{ bootstrap_servers: \"{}\" }}\n\
              delivery: {{ commit_interval: 100ms }}\n\
              service: {{ shutdown_grace: 5s }}\n\
+             admin: {{ listen: \"127.0.0.1:0\" }}\n\
              limits: {{ max_in_flight_records: {MAX_IN_FLIGHT_RECORDS}, \
              max_in_flight_bytes: {MAX_IN_FLIGHT_BYTES}, fetch_queue_kbytes: {FETCH_QUEUE_KBYTES} }}\n\
              routes:\n  - {{ topics: [{source}], dataset: {dataset}, rules: rules.yaml }}\n",
@@ -191,12 +235,14 @@ async fn memory_stays_bounded_while_the_mesh_is_blackholed() {
     )
     .expect("config");
     let log: PathBuf = dir.join("service.log");
+    let log_file = std::fs::File::create(&log).expect("log");
     let child = Command::new(BINARY)
         .arg("--config")
         .arg(&config)
         .env("RUST_LOG", "warn,kafka_consumer=info")
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log).expect("log"))
+        // Logs (JSON lines) go to stdout, errors before logging starts to stderr: keep both.
+        .stdout(log_file.try_clone().expect("log file handle"))
+        .stderr(log_file)
         .spawn()
         .expect("service starts");
     let mut child = Killed(child);
@@ -253,6 +299,7 @@ async fn memory_stays_bounded_while_the_mesh_is_blackholed() {
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+    let admin = admin_addr(&log).await;
     let baseline = rss_bytes(pid).expect("service RSS readable");
     let bound = baseline
         + 3 * MAX_IN_FLIGHT_BYTES
@@ -264,6 +311,7 @@ async fn memory_stays_bounded_while_the_mesh_is_blackholed() {
     mesh.proxy.set_fault(Fault::Blackhole);
     produce(&producer, &source, FIRST_BATCH, BACKLOG).await;
     let mut peak = 0;
+    let (mut peak_records, mut peak_bytes) = (0.0f64, 0.0f64);
     for _ in 0..24 {
         tokio::time::sleep(Duration::from_millis(500)).await;
         assert!(
@@ -272,15 +320,34 @@ async fn memory_stays_bounded_while_the_mesh_is_blackholed() {
             tail()
         );
         peak = peak.max(rss_bytes(pid).expect("service RSS readable"));
+        if let Some(records) = metric(admin, "summit_inflight_records").await {
+            peak_records = peak_records.max(records);
+        }
+        if let Some(bytes) = metric(admin, "summit_inflight_bytes").await {
+            peak_bytes = peak_bytes.max(bytes);
+        }
     }
+    let paused = metric(admin, "summit_partitions_paused").await;
     let mib = |b: u64| b as f64 / (1024.0 * 1024.0);
     eprintln!(
         "backpressure: baseline RSS {:.1} MiB, peak while blackholed {:.1} MiB, bound {:.1} MiB, \
-         backlog {:.1} MiB",
+         backlog {:.1} MiB; in flight at most {peak_records} records / {peak_bytes} bytes; \
+         partitions paused: {paused:?}",
         mib(baseline),
         mib(peak),
         mib(bound),
         mib(BACKLOG * VALUE_BYTES as u64)
+    );
+    // The service says it paused, and its budget held: fetching stops once a limit is reached,
+    // so at most one record (the one that reached it) goes past the byte limit.
+    assert_eq!(paused, Some(1.0), "the one source partition is paused");
+    assert!(
+        peak_records > 0.0 && peak_records <= MAX_IN_FLIGHT_RECORDS as f64,
+        "in-flight records {peak_records}"
+    );
+    assert!(
+        peak_bytes <= (MAX_IN_FLIGHT_BYTES + 2 * VALUE_BYTES as u64) as f64,
+        "in-flight bytes {peak_bytes}"
     );
     assert!(
         peak <= bound,
@@ -322,6 +389,11 @@ async fn memory_stays_bounded_while_the_mesh_is_blackholed() {
     assert!(
         seen.is_subset(&expected),
         "unexpected event ids on the mesh"
+    );
+    assert_eq!(
+        metric(admin, "summit_partitions_paused").await,
+        Some(0.0),
+        "fetching resumed"
     );
     let deadline = Instant::now() + Duration::from_secs(60);
     while committed(
