@@ -34,7 +34,9 @@ use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use summit_envelope::topics;
-use summit_lineage::{DatasetName, EpochInput, EpochOutput, EpochReport, LineageRun, OffsetRange};
+use summit_lineage::{
+    DatasetName, EpochInput, EpochOutput, EpochReport, LineageRun, OffsetRange, RunEnd,
+};
 use summit_mesh::OutboundRecord;
 
 use crate::config::Config;
@@ -319,6 +321,9 @@ impl TransactionalPipeline {
         tokio::pin!(shutdown);
         let result = self.consume(&mut shutdown).await;
         let drained = result.is_ok();
+        if drained {
+            self.finish_runs().await;
+        }
         self.close();
         result.map(|()| Shutdown { drained })
     }
@@ -485,6 +490,47 @@ impl TransactionalPipeline {
         self.pending_lineage.clear();
         self.next_epoch += 1;
         Ok(())
+    }
+
+    /// After a clean stop: the instance runs' COMPLETE events, in a transaction of their own
+    /// (a transactional producer writes nothing outside one). Best effort: a failure is logged,
+    /// the runs then stay open in lineage like those of a crashed instance.
+    async fn finish_runs(&mut self) {
+        let events: Vec<(String, Vec<u8>)> = self
+            .lineage
+            .values()
+            .map(|run| run.finish(RunEnd::Complete))
+            .filter_map(|event| Some((event.key(), serde_json::to_vec(&event).ok()?)))
+            .collect();
+        if events.is_empty() {
+            return;
+        }
+        let result: Result<(), Failure> = async {
+            self.blocking(|p| p.begin_transaction())
+                .map_err(|e| self.classify_error("begin_transaction", e))?;
+            let mut deliveries = Vec::with_capacity(events.len());
+            for (key, json) in &events {
+                let record = FutureRecord::to(topics::LINEAGE_EVENTS)
+                    .key(key.as_bytes())
+                    .payload(json.as_slice());
+                deliveries.push(self.enqueue(record).await?);
+            }
+            for delivery in deliveries {
+                if let Ok(Err((error, _))) = delivery.await {
+                    return Err(self.classify_error("produce", error));
+                }
+            }
+            self.blocking(|p| p.commit_transaction(TRANSACTION_CALL_TIMEOUT))
+                .map_err(|e| self.classify_error("commit_transaction", e))
+        }
+        .await;
+        if let Err(failure) = result {
+            tracing::warn!(
+                ?failure,
+                "lineage COMPLETE of the instance runs not written"
+            );
+            let _ = self.blocking(|p| p.abort_transaction(TRANSACTION_CALL_TIMEOUT));
+        }
     }
 
     /// Enqueues one record, waiting while librdkafka's queue is full.

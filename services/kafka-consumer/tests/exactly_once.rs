@@ -526,6 +526,22 @@ async fn committed_transactions_route_records_and_move_offsets_with_lineage() {
     sigterm(&child);
     let status = wait_exit(&mut child, Duration::from_secs(20)).expect("exits after SIGTERM");
     assert!(status.success(), "{status:?}\n{}", tail(&log));
+    // The instance run: START with the first transaction, COMPLETE in one after SIGTERM.
+    let job = format!("kafka-consumer.{}", setup.dataset);
+    let instance_run = |outputs: &[Output]| -> Vec<String> {
+        outputs
+            .iter()
+            .filter_map(|o| serde_json::from_slice::<RunEvent>(&o.payload).ok())
+            .filter(|e| e.job.name == job && e.run.facets.epoch.is_none())
+            .map(|e| format!("{:?}", e.event_type))
+            .collect()
+    };
+    let instance_events = instance_run(&read_outputs(
+        &[topics::LINEAGE_EVENTS.to_owned()],
+        Duration::from_secs(10),
+        |out| instance_run(out).len() >= 2,
+    ));
+    assert_eq!(instance_events, ["Start", "Complete"], "\n{}", tail(&log));
     eprintln!(
         "commit: {} records, {} epochs, {:?}",
         sent.len(),
