@@ -641,27 +641,51 @@ fn committed_offset(endpoints: &Endpoints, group: &str, topic: &str) -> Option<i
 
 /// The admin address the service logs once its port is bound.
 async fn admin_addr(log: &Path) -> std::net::SocketAddr {
+    admin_addrs(log, 1).await[0]
+}
+
+/// The admin addresses of the first `count` instances that logged one into `log`.
+async fn admin_addrs(log: &Path, count: usize) -> Vec<std::net::SocketAddr> {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         let text = std::fs::read_to_string(log).unwrap_or_default();
-        for line in text
+        let found: Vec<std::net::SocketAddr> = text
             .lines()
             .filter(|l| l.contains("admin server listening"))
-        {
-            if let Some(rest) = line.split("admin_addr").nth(1) {
+            .filter_map(|line| {
+                let rest = line.split("admin_addr").nth(1)?;
                 let addr: String = rest
                     .trim_start_matches(['"', ':', '='])
                     .chars()
                     .take_while(|c| c.is_ascii_digit() || *c == '.' || *c == ':')
                     .collect();
-                if let Ok(addr) = addr.parse() {
-                    return addr;
-                }
-            }
+                addr.parse().ok()
+            })
+            .take(count)
+            .collect();
+        if found.len() == count {
+            return found;
         }
         assert!(Instant::now() < deadline, "no admin address logged: {text}");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// The partitions `addr`'s instance reports lag for.
+async fn lag_partitions(addr: std::net::SocketAddr, topic: &str) -> HashSet<String> {
+    let (_, text) = http_get(addr, "/metrics").await;
+    text.lines()
+        .filter(|l| {
+            l.starts_with("summit_consumer_lag{") && l.contains(&format!("source=\"{topic}\""))
+        })
+        .filter_map(|l| {
+            l.split("partition=\"")
+                .nth(1)?
+                .split('"')
+                .next()
+                .map(str::to_owned)
+        })
+        .collect()
 }
 
 async fn http_get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
@@ -1046,6 +1070,27 @@ async fn two_instances_with_rebalance_and_sigkill_lose_nothing() {
     // A second member joins: the first drains and commits what it gives up (cooperative).
     let mut second = spawn_service_with(&setup.config, &log, SLOW_COMMITS);
     let rebalanced = wait_for_log(&log, "revoked", 0, Duration::from_secs(20)).await;
+    // Lag is reported for owned partitions only: once the assignment settles the two
+    // instances' series are disjoint (the first dropped what it gave up) and cover all four.
+    let admins = admin_addrs(&log, 2).await;
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let (mut first_lag, mut second_lag);
+    loop {
+        first_lag = lag_partitions(admins[0], &setup.source).await;
+        second_lag = lag_partitions(admins[1], &setup.source).await;
+        let settled = first_lag.is_disjoint(&second_lag)
+            && !first_lag.is_empty()
+            && !second_lag.is_empty()
+            && first_lag.len() + second_lag.len() == 4;
+        if settled || Instant::now() > deadline {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(
+        first_lag.is_disjoint(&second_lag) && first_lag.len() + second_lag.len() == 4,
+        "lag series of owned partitions only: {first_lag:?} / {second_lag:?}"
+    );
     let pause = rand::rng().random_range(500..2500);
     tokio::time::sleep(Duration::from_millis(pause)).await;
     kill9(&mut first);
