@@ -697,6 +697,101 @@ async fn a_second_process_with_the_same_instance_id_fences_the_first() {
     );
 }
 
+async fn wait_for_log(log: &Path, needle: &str, timeout: Duration) -> bool {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if std::fs::read_to_string(log)
+            .unwrap_or_default()
+            .contains(needle)
+        {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    false
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rebalance_between_two_instances_repeats_only_aborted_work() {
+    let started = Instant::now();
+    let setup = setup("eos-rebalance", 2, "eos-r1").await;
+    let producer = producer();
+    let mut sent = send_mix(&setup, &producer, 0, 20).await;
+    let log_a = setup.dir.join("a.log");
+    let log_b = setup.dir.join("b.log");
+    let mut first = spawn_service(&setup.config, &log_a, &[]);
+    assert!(
+        wait_for_log(&log_a, "\"assigned\"", Duration::from_secs(30)).await,
+        "A never joined\n{}",
+        tail(&log_a)
+    );
+    // A second instance with its own id (own transactional id): a cooperative rebalance while
+    // records keep coming, then A leaves on SIGTERM and B takes every partition.
+    let mut second = spawn_service(
+        &setup.config,
+        &log_b,
+        &[("SUMMIT_SERVICE__INSTANCE_ID", "eos-r2")],
+    );
+    let mut next = sent.len();
+    let joined = Instant::now() + Duration::from_secs(30);
+    while !std::fs::read_to_string(&log_b)
+        .unwrap_or_default()
+        .contains("\"assigned\"")
+    {
+        assert!(Instant::now() < joined, "B never joined\n{}", tail(&log_b));
+        sent.extend(send_mix(&setup, &producer, next, 2).await);
+        next += 2;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    sent.extend(send_mix(&setup, &producer, next, 20).await);
+    next += 20;
+    // A leaves only once the join has settled (tansu cannot finish a rebalance whose leader
+    // leaves during it).
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    sigterm(&first);
+    let status_a = wait_exit(&mut first, Duration::from_secs(20)).expect("A exits");
+    assert!(status_a.success(), "{status_a:?}\n{}", tail(&log_a));
+    sent.extend(send_mix(&setup, &producer, next, 20).await);
+    let ends = end_offsets(&sent);
+    assert!(
+        wait_committed(&setup, &ends, Duration::from_secs(60)).await,
+        "committed {:?}, expected {ends:?}\nB:\n{}",
+        committed(&setup),
+        tail(&log_b)
+    );
+    let ids: HashSet<String> = sent.iter().map(|s| s.0.clone()).collect();
+    let outputs = read_outputs(&output_topics(&setup), Duration::from_secs(30), |out| {
+        let seen = categorize(&setup, out);
+        ids.iter().all(|id| seen.contains_key(id))
+    });
+    let copies = assert_accounted(&setup, &sent, &outputs);
+    // A batch spanning a revocation is dropped before anything is produced, so same-id copies
+    // can only come from an aborted transaction (visible on tansu).
+    let aborts = [&log_a, &log_b]
+        .iter()
+        .map(|log| {
+            std::fs::read_to_string(log)
+                .unwrap_or_default()
+                .matches("transaction failed")
+                .count()
+        })
+        .sum::<usize>();
+    assert!(
+        copies == 0 || aborts > 0,
+        "{copies} same-id copies without an aborted transaction\nA:\n{}\nB:\n{}",
+        tail(&log_a),
+        tail(&log_b)
+    );
+    sigterm(&second);
+    let status_b = wait_exit(&mut second, Duration::from_secs(20)).expect("B exits");
+    assert!(status_b.success(), "{status_b:?}\n{}", tail(&log_b));
+    eprintln!(
+        "rebalance: {} records, {copies} same-id copies, {aborts} aborted transactions, {:?}",
+        sent.len(),
+        started.elapsed()
+    );
+}
+
 /// The `summitctl` binary: built next to this test's deps directory, or built now.
 fn summitctl() -> PathBuf {
     let exe = std::env::current_exe().expect("test exe");
