@@ -485,8 +485,30 @@ async fn each_outcome_lands_with_its_headers_and_sigterm_commits() {
                 "summit_consumer_lag",
                 &[("source", source), ("partition", "0")],
             ) == Some(0.0)
+            && metric(text, "summit_inflight_records", &[]) == Some(0.0)
     })
     .await;
+    assert_eq!(
+        metric(
+            &text,
+            "summit_ingest_latency_seconds_count",
+            &[("source", source)]
+        ),
+        Some(6.0),
+        "{text}"
+    );
+    assert_eq!(
+        metric(
+            &text,
+            "summit_consumer_lag",
+            &[("source", source), ("partition", "0")]
+        ),
+        Some(0.0),
+        "{text}"
+    );
+    assert_eq!(metric(&text, "summit_inflight_records", &[]), Some(0.0));
+    assert_eq!(metric(&text, "summit_inflight_bytes", &[]), Some(0.0));
+    assert_eq!(metric(&text, "summit_partitions_paused", &[]), Some(0.0));
     for (outcome, count) in [
         ("pass", 2.0),
         ("soft_fail", 1.0),
