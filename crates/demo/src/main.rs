@@ -1,6 +1,9 @@
 //! The demo run by `scripts/dev demo`: sends a handful of events through every local server and
 //! prints where each one landed, read back from the server itself (not from what we sent).
 //! Resource names are fixed (`demo.*`, `summit-demo-*`) so re-running shows them growing.
+//! Then the pipeline demo (`pipeline.rs`): a mix of orders through the kafka-consumer service.
+
+mod pipeline;
 
 use std::time::Duration;
 
@@ -49,11 +52,15 @@ async fn main() -> Result<()> {
         .context("dynamodb (dynalite)")?;
     sqs_tour(&endpoints).await.context("sqs (moto)")?;
     postgres_tour(&endpoints).await.context("postgres")?;
+    pipeline::pipeline_demo(&endpoints)
+        .await
+        .context("pipeline (kafka-consumer)")?;
     Ok(())
 }
 
 async fn kafka_tour(endpoints: &Endpoints) -> Result<()> {
-    let topic = "demo.orders";
+    // Not `demo.orders`: that topic is the pipeline demo's source and holds Avro only.
+    let topic = "demo.tour";
     kafka::create_named_topic(endpoints, topic, 3).await?;
     let producer: FutureProducer = kafka::client_config(endpoints)
         .set("enable.idempotence", "true")
