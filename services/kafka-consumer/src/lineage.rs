@@ -27,7 +27,7 @@ use summit_telemetry::{Metrics, WriteResult};
 
 use crate::config::Config;
 use crate::pipeline::{CommitGate, ObservedRecord, OutcomeObserver, RecordOutcome};
-use crate::routing::RouteTable;
+use crate::routing::{Route, RouteTable};
 
 const SERVICE: &str = "kafka-consumer";
 
@@ -39,13 +39,116 @@ struct RuleInfo {
     severity: &'static str,
 }
 
+/// A route's rules as epochs report them: one `dataQualityAssertions` entry per rule with
+/// `actual` = `failures/evaluated`. Shared with exactly_once's epochs.
+#[derive(Debug)]
+pub(crate) struct RuleAssertions {
+    rules: Vec<RuleInfo>,
+    index: HashMap<String, usize>,
+}
+
+impl RuleAssertions {
+    pub(crate) fn of(route: &Route) -> Self {
+        let rules: Vec<RuleInfo> = route
+            .evaluator
+            .rule_set()
+            .rules
+            .iter()
+            .map(|rule| RuleInfo {
+                id: rule.id.clone(),
+                column: rule.field.as_str().to_owned(),
+                severity: match rule.severity {
+                    Severity::Hard => "error",
+                    Severity::Soft => "warn",
+                },
+            })
+            .collect();
+        let index = rules
+            .iter()
+            .enumerate()
+            .map(|(index, rule)| (rule.id.clone(), index))
+            .collect();
+        Self { rules, index }
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.rules.len()
+    }
+
+    /// `None`: not evaluated (dead-lettered). Otherwise the indexes of the violated rules,
+    /// each once.
+    pub(crate) fn failed(&self, outcome: &RecordOutcome<'_>) -> Option<Vec<usize>> {
+        match outcome {
+            RecordOutcome::Routed(outcome) if outcome.verdict != Verdict::Pass => {
+                let mut failed: Vec<usize> = outcome
+                    .violations
+                    .iter()
+                    .filter_map(|violation| self.index.get(&violation.rule_id).copied())
+                    .collect();
+                failed.dedup();
+                Some(failed)
+            }
+            RecordOutcome::Routed(_) => Some(Vec::new()),
+            RecordOutcome::DeadLettered(_) => None,
+        }
+    }
+
+    /// `failures[i]`: records of the epoch that violated rule `i`, out of `evaluated`.
+    pub(crate) fn assertions(&self, evaluated: u64, failures: &[u64]) -> Vec<Assertion> {
+        self.rules
+            .iter()
+            .enumerate()
+            .map(|(index, rule)| {
+                let failures = failures.get(index).copied().unwrap_or(0);
+                Assertion {
+                    assertion: rule.id.clone(),
+                    success: failures == 0,
+                    column: Some(rule.column.clone()),
+                    severity: Some(rule.severity.to_owned()),
+                    actual: Some(format!("{failures}/{evaluated}")),
+                }
+            })
+            .collect()
+    }
+}
+
+/// An epoch's outputs: `mesh.<dataset>` (carrying the rule assertions), its quarantine, the
+/// DLQ of every source topic read and `dq.events`.
+pub(crate) fn epoch_outputs<'a>(
+    mesh_bootstrap: &str,
+    dataset: &str,
+    source_topics: impl IntoIterator<Item = &'a str>,
+    assertions: Vec<Assertion>,
+) -> Vec<EpochOutput> {
+    let mut outputs = vec![
+        EpochOutput {
+            dataset: DatasetName::kafka(mesh_bootstrap, &topics::mesh(dataset)),
+            assertions,
+        },
+        EpochOutput {
+            dataset: DatasetName::kafka(mesh_bootstrap, &topics::quarantine(dataset)),
+            assertions: Vec::new(),
+        },
+    ];
+    for topic in source_topics {
+        outputs.push(EpochOutput {
+            dataset: DatasetName::kafka(mesh_bootstrap, &topics::dlq(topic)),
+            assertions: Vec::new(),
+        });
+    }
+    outputs.push(EpochOutput {
+        dataset: DatasetName::kafka(mesh_bootstrap, topics::DQ_EVENTS),
+        assertions: Vec::new(),
+    });
+    outputs
+}
+
 /// The instance run of one dataset.
 #[derive(Debug)]
 struct DatasetRun {
     run: LineageRun,
     ruleset: String,
-    rules: Vec<RuleInfo>,
-    rule_index: HashMap<String, usize>,
+    rules: RuleAssertions,
     next_epoch: AtomicU64,
 }
 
@@ -193,32 +296,12 @@ impl LineageGate {
             }
             let (run, start) = LineageRun::start(SERVICE, &route.dataset, &instance);
             pending.push_back(Pending::Event(start));
-            let rules: Vec<RuleInfo> = route
-                .evaluator
-                .rule_set()
-                .rules
-                .iter()
-                .map(|rule| RuleInfo {
-                    id: rule.id.clone(),
-                    column: rule.field.as_str().to_owned(),
-                    severity: match rule.severity {
-                        Severity::Hard => "error",
-                        Severity::Soft => "warn",
-                    },
-                })
-                .collect();
-            let rule_index = rules
-                .iter()
-                .enumerate()
-                .map(|(index, rule)| (rule.id.clone(), index))
-                .collect();
             runs.insert(
                 route.dataset.clone(),
                 DatasetRun {
                     run,
                     ruleset: route.ruleset.clone(),
-                    rules,
-                    rule_index,
+                    rules: RuleAssertions::of(route),
                     next_epoch: AtomicU64::new(1),
                 },
             );
@@ -387,39 +470,13 @@ impl LineageGate {
             .collect();
         let assertions = run
             .rules
-            .iter()
-            .enumerate()
-            .map(|(index, rule)| {
-                let failures = aggregate.failures.get(index).copied().unwrap_or(0);
-                Assertion {
-                    assertion: rule.id.clone(),
-                    success: failures == 0,
-                    column: Some(rule.column.clone()),
-                    severity: Some(rule.severity.to_owned()),
-                    actual: Some(format!("{failures}/{}", aggregate.evaluated)),
-                }
-            })
-            .collect();
-        let mut outputs = vec![
-            EpochOutput {
-                dataset: DatasetName::kafka(&self.mesh_bootstrap, &topics::mesh(dataset)),
-                assertions,
-            },
-            EpochOutput {
-                dataset: DatasetName::kafka(&self.mesh_bootstrap, &topics::quarantine(dataset)),
-                assertions: Vec::new(),
-            },
-        ];
-        for topic in aggregate.read.keys() {
-            outputs.push(EpochOutput {
-                dataset: DatasetName::kafka(&self.mesh_bootstrap, &topics::dlq(topic)),
-                assertions: Vec::new(),
-            });
-        }
-        outputs.push(EpochOutput {
-            dataset: DatasetName::kafka(&self.mesh_bootstrap, topics::DQ_EVENTS),
-            assertions: Vec::new(),
-        });
+            .assertions(aggregate.evaluated, &aggregate.failures);
+        let outputs = epoch_outputs(
+            &self.mesh_bootstrap,
+            dataset,
+            aggregate.read.keys().map(|topic| &**topic),
+            assertions,
+        );
         Some(run.run.epoch_complete(EpochReport {
             epoch_id,
             inputs,
@@ -525,18 +582,9 @@ impl OutcomeObserver for LineageGate {
             // No route: no run to account it to.
             return;
         };
-        let (kind, failed_rules) = match record.outcome {
-            RecordOutcome::Routed(outcome) if outcome.verdict != Verdict::Pass => {
-                let mut failed: Vec<usize> = outcome
-                    .violations
-                    .iter()
-                    .filter_map(|violation| run.rule_index.get(&violation.rule_id).copied())
-                    .collect();
-                failed.dedup();
-                (NoteKind::Routed, failed)
-            }
-            RecordOutcome::Routed(_) => (NoteKind::Routed, Vec::new()),
-            RecordOutcome::DeadLettered(_) => (NoteKind::DeadLettered, Vec::new()),
+        let (kind, failed_rules) = match run.rules.failed(&record.outcome) {
+            Some(failed) => (NoteKind::Routed, failed),
+            None => (NoteKind::DeadLettered, Vec::new()),
         };
         let mut state = self.state();
         let ledger = state

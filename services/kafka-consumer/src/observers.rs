@@ -71,12 +71,15 @@ impl DeliveryObserver for LatencyMetrics {
         if ticket.kind == OutputKind::DqEvent {
             return;
         }
-        let millis = now_millis().saturating_sub(ticket.event_time_ms).max(0);
-        self.metrics.observe_ingest_latency(
-            &ticket.partition.topic,
-            Duration::from_millis(u64::try_from(millis).unwrap_or(0)),
-        );
+        self.metrics
+            .observe_ingest_latency(&ticket.partition.topic, latency_since(ticket.event_time_ms));
     }
+}
+
+/// From a source record's timestamp to now (zero for timestamps in the future).
+pub(crate) fn latency_since(event_time_ms: i64) -> Duration {
+    let millis = now_millis().saturating_sub(event_time_ms).max(0);
+    Duration::from_millis(u64::try_from(millis).unwrap_or(0))
 }
 
 /// Counts every violated rule of a soft or hard failure towards its ticket window.

@@ -131,40 +131,51 @@ impl ClientContext for RebalanceHandler {
         let Some(metrics) = self.metrics.get() else {
             return;
         };
-        if let Some(readiness) = self.readiness.get()
-            && statistics
-                .brokers
-                .values()
-                .any(|broker| broker.state == "UP")
-        {
-            readiness.set_connected(true);
-        }
         // Held while setting, so a revoke cannot remove a series that is then set again.
         let owned = self.owned();
-        for key in owned.iter() {
-            let Some(partition) = statistics
-                .topics
-                .get(&*key.topic)
-                .and_then(|topic| topic.partitions.get(&key.partition))
-            else {
-                continue;
-            };
-            let position = [
-                partition.app_offset,
-                partition.committed_offset,
-                partition.lo_offset,
-            ]
-            .into_iter()
-            .find(|offset| *offset >= 0);
-            if let Some(position) = position
-                && partition.hi_offset >= 0
-            {
-                metrics.set_consumer_lag(
-                    &key.topic,
-                    &key.partition.to_string(),
-                    (partition.hi_offset - position).max(0),
-                );
-            }
+        report_statistics(&statistics, &owned, metrics, self.readiness.get());
+    }
+}
+
+/// Readiness `connected` (a broker is up) and `summit_consumer_lag` of the `owned` partitions
+/// from one librdkafka statistics report; shared by both delivery modes' consumer contexts.
+pub(crate) fn report_statistics(
+    statistics: &Statistics,
+    owned: &BTreeSet<PartitionKey>,
+    metrics: &Metrics,
+    readiness: Option<&Readiness>,
+) {
+    if let Some(readiness) = readiness
+        && statistics
+            .brokers
+            .values()
+            .any(|broker| broker.state == "UP")
+    {
+        readiness.set_connected(true);
+    }
+    for key in owned {
+        let Some(partition) = statistics
+            .topics
+            .get(&*key.topic)
+            .and_then(|topic| topic.partitions.get(&key.partition))
+        else {
+            continue;
+        };
+        let position = [
+            partition.app_offset,
+            partition.committed_offset,
+            partition.lo_offset,
+        ]
+        .into_iter()
+        .find(|offset| *offset >= 0);
+        if let Some(position) = position
+            && partition.hi_offset >= 0
+        {
+            metrics.set_consumer_lag(
+                &key.topic,
+                &key.partition.to_string(),
+                (partition.hi_offset - position).max(0),
+            );
         }
     }
 }

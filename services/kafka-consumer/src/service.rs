@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use summit_lineage::RunEnd;
-use summit_telemetry::{AdminError, Metrics, MetricsError, Readiness, TicketResult};
+use summit_telemetry::{AdminError, AdminServer, Metrics, MetricsError, Readiness, TicketResult};
 use summit_tickets::{
     FailureTicketing, TicketDelivery, TicketError, TicketPolicy, WebhookTicketer,
 };
@@ -44,19 +44,9 @@ pub async fn run(
     routes: RouteTable,
     shutdown: impl Future<Output = ()>,
 ) -> Result<Shutdown, ServiceError> {
-    let metrics = Metrics::new(SERVICE_NAME)?;
-    let readiness = Readiness::new();
-    let (stop_admin, admin_stopped) = tokio::sync::oneshot::channel::<()>();
-    let admin = summit_telemetry::serve(
-        config.admin.listen,
-        metrics.clone(),
-        readiness.clone(),
-        async move {
-            let _ = admin_stopped.await;
-        },
-    )
-    .await?;
-    tracing::info!(admin_addr = %admin.local_addr(), "{ADMIN_LISTENING}");
+    let mut operations = Operations::start(&config).await?;
+    let metrics = operations.metrics.clone();
+    let readiness = operations.readiness.clone();
 
     let lineage = if config.lineage.enabled {
         let gate = Arc::new(LineageGate::new(&config, &routes, Some(metrics.clone()))?);
@@ -68,35 +58,7 @@ pub async fn run(
     } else {
         None
     };
-
-    let mut ticket_task = None;
-    let ticketing = match &config.tickets {
-        Some(tickets) => {
-            let counter = metrics.clone();
-            let observer: summit_tickets::DeliveryObserver = Arc::new(
-                move |ticket, delivery: &TicketDelivery| {
-                    let result = match delivery {
-                        TicketDelivery::Sent { .. } => TicketResult::Sent,
-                        TicketDelivery::Failed { reason, .. } => {
-                            tracing::warn!(ticket = %ticket.ticket_id, %reason, "ticket not delivered");
-                            TicketResult::Failed
-                        }
-                        TicketDelivery::Dropped => TicketResult::Dropped,
-                    };
-                    counter.record_ticket(&ticket.dataset, &ticket.rule, result);
-                },
-            );
-            let (ticketer, task) = WebhookTicketer::spawn(tickets.webhook.clone(), observer)?;
-            ticket_task = Some(task);
-            let policy = TicketPolicy {
-                threshold: tickets.threshold,
-                window: tickets.window,
-                max_samples: tickets.max_samples,
-            };
-            Some(FailureTicketing::new(policy, ticketer))
-        }
-        None => None,
-    };
+    let ticketing = operations.ticketing.take();
 
     let mut pipeline = Pipeline::build(
         config.clone(),
@@ -149,19 +111,91 @@ pub async fn run(
             Err(_) => tracing::warn!("final lineage events not written within the grace period"),
         }
     }
-    if let Some(task) = ticket_task {
-        // The pipeline (and with it the last ticketer handle) is gone: the task sends what is
-        // queued and ends.
-        if tokio::time::timeout(Duration::from_secs(5), task)
-            .await
-            .is_err()
+    operations.stop().await;
+    Ok(outcome?)
+}
+
+/// What both delivery modes run beside their pipeline: metrics, readiness, the admin server
+/// (`/healthz`, `/readyz`, `/metrics`) and, when configured, the data-quality ticketer.
+#[derive(Debug)]
+pub(crate) struct Operations {
+    pub(crate) metrics: Metrics,
+    pub(crate) readiness: Readiness,
+    /// Taken by the pipeline's ticket observer; `None` without `tickets`.
+    pub(crate) ticketing: Option<FailureTicketing>,
+    admin: AdminServer,
+    stop_admin: tokio::sync::oneshot::Sender<()>,
+    ticket_task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Operations {
+    /// Binds the admin port (logging [`ADMIN_LISTENING`]) and starts the ticketer.
+    pub(crate) async fn start(config: &Config) -> Result<Self, ServiceError> {
+        let metrics = Metrics::new(SERVICE_NAME)?;
+        let readiness = Readiness::new();
+        let (stop_admin, admin_stopped) = tokio::sync::oneshot::channel::<()>();
+        let admin = summit_telemetry::serve(
+            config.admin.listen,
+            metrics.clone(),
+            readiness.clone(),
+            async move {
+                let _ = admin_stopped.await;
+            },
+        )
+        .await?;
+        tracing::info!(admin_addr = %admin.local_addr(), "{ADMIN_LISTENING}");
+
+        let mut ticket_task = None;
+        let ticketing = match &config.tickets {
+            Some(tickets) => {
+                let counter = metrics.clone();
+                let observer: summit_tickets::DeliveryObserver = Arc::new(
+                    move |ticket, delivery: &TicketDelivery| {
+                        let result = match delivery {
+                            TicketDelivery::Sent { .. } => TicketResult::Sent,
+                            TicketDelivery::Failed { reason, .. } => {
+                                tracing::warn!(ticket = %ticket.ticket_id, %reason, "ticket not delivered");
+                                TicketResult::Failed
+                            }
+                            TicketDelivery::Dropped => TicketResult::Dropped,
+                        };
+                        counter.record_ticket(&ticket.dataset, &ticket.rule, result);
+                    },
+                );
+                let (ticketer, task) = WebhookTicketer::spawn(tickets.webhook.clone(), observer)?;
+                ticket_task = Some(task);
+                let policy = TicketPolicy {
+                    threshold: tickets.threshold,
+                    window: tickets.window,
+                    max_samples: tickets.max_samples,
+                };
+                Some(FailureTicketing::new(policy, ticketer))
+            }
+            None => None,
+        };
+        Ok(Self {
+            metrics,
+            readiness,
+            ticketing,
+            admin,
+            stop_admin,
+            ticket_task,
+        })
+    }
+
+    /// Call after the pipeline (holder of the last ticketer handle) is gone: the ticket task
+    /// gets up to 5 s to send what is queued, then the admin server stops.
+    pub(crate) async fn stop(self) {
+        if let Some(task) = self.ticket_task
+            && tokio::time::timeout(Duration::from_secs(5), task)
+                .await
+                .is_err()
         {
             tracing::warn!("tickets still queued at exit");
         }
+        let _ = self.stop_admin.send(());
+        if let Err(error) = self.admin.wait().await {
+            tracing::warn!(%error, "admin server stopped with an error");
+        }
     }
-    let _ = stop_admin.send(());
-    if let Err(error) = admin.wait().await {
-        tracing::warn!(%error, "admin server stopped with an error");
-    }
-    Ok(outcome?)
 }
