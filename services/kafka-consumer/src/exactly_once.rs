@@ -17,37 +17,53 @@
 //!   `recv()` runs the rebalance callbacks; a revocation during a batch discards and rewinds it.
 //! - Sources are read with `isolation.level=read_committed`.
 //!
+//! Operations ([`run`]) are those of effectively_once: the same admin server, readiness,
+//! metrics, tickets and per-record `process <topic>` spans (made by the shared
+//! [`RecordClassifier`]). The difference is when a record counts: here the "acknowledgement" is
+//! the transaction's commit. Observers (outcome metrics, tickets) are told about a batch's
+//! records only once its transaction has committed, and `summit_ingest_latency_seconds` is
+//! observed then, from each record's source timestamp; an aborted or discarded batch counts
+//! nothing (its records are counted when they commit after being read again).
+//! `summit_commit_total` counts batch transactions, `summit_inflight_*` is the open batch.
+//!
 //! Test-only fault injection: with `delivery.test_fault_injection: true`, the variable
 //! `SUMMIT_TEST_FAIL_TXN_AFTER=<n>` makes the n-th transaction (counting from 1) abort instead
 //! of committing, once. Without the flag the variable is ignored.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
 use rdkafka::client::ClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance, StreamConsumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
+use rdkafka::statistics::Statistics;
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+use summit_envelope::headers::DlqErrorKind;
 use summit_envelope::topics;
 use summit_lineage::{
-    DatasetName, EpochInput, EpochOutput, EpochReport, LineageRun, OffsetRange, RunEnd,
+    DatasetName, EpochInput, EpochReport, LineageRun, OffsetRange, RunEnd, SchemaUsed,
 };
-use summit_mesh::OutboundRecord;
+use summit_mesh::{OutboundRecord, OutputKind, PartitionKey};
+use summit_telemetry::{Metrics, Readiness, WriteResult};
 
 use crate::config::Config;
-use crate::pipeline::{ClassifiedRecord, PipelineError, RecordClassifier, Shutdown};
+use crate::lineage::{RuleAssertions, epoch_outputs};
+use crate::observers::{OutcomeMetrics, TicketFeed, latency_since};
+use crate::pipeline::{
+    ClassifiedRecord, ObservedRecord, ObserverSet, OutcomeObserver, PipelineError,
+    RecordClassifier, RecordOutcome, Shutdown,
+};
+use crate::rebalance::{keys_of, report_statistics};
 use crate::routing::RouteTable;
+use crate::service::{Operations, SERVICE_NAME, ServiceError};
 
 /// Variable read (only with `delivery.test_fault_injection`) to abort the n-th transaction.
 pub const FAIL_TXN_AFTER_ENV: &str = "SUMMIT_TEST_FAIL_TXN_AFTER";
-
-/// Name of the service in lineage job names.
-const SERVICE: &str = "kafka-consumer";
 
 /// Bound on one blocking transactional call (begin/send offsets/commit/abort).
 const TRANSACTION_CALL_TIMEOUT: Duration = Duration::from_secs(30);
@@ -82,30 +98,99 @@ pub enum TransactionError {
     FaultInjection(String),
     #[error(transparent)]
     Pipeline(#[from] PipelineError),
+    /// Metrics, the admin server or the ticketer could not start.
+    #[error(transparent)]
+    Operations(#[from] ServiceError),
 }
 
-/// Consumer context: counts revocations so a batch that spans one is discarded, and logs.
+/// The exactly_once service: the admin server, metrics, readiness and tickets
+/// ([`Operations`], as in effectively_once) around a [`TransactionalPipeline`]. `/readyz` turns
+/// 503 as soon as `shutdown` fires.
+pub async fn run(
+    config: Arc<Config>,
+    routes: RouteTable,
+    shutdown: impl Future<Output = ()>,
+) -> Result<Shutdown, TransactionError> {
+    let mut operations = Operations::start(&config).await?;
+    let mut pipeline = TransactionalPipeline::build(config, routes)?
+        .with_metrics(operations.metrics.clone())
+        .with_readiness(operations.readiness.clone())
+        .with_outcome_observer(Arc::new(OutcomeMetrics::new(operations.metrics.clone())));
+    if let Some(ticketing) = operations.ticketing.take() {
+        pipeline = pipeline.with_outcome_observer(Arc::new(TicketFeed::new(ticketing)));
+    }
+    let draining = operations.readiness.clone();
+    let result = pipeline
+        .run(async move {
+            shutdown.await;
+            draining.set_shutting_down();
+        })
+        .await;
+    operations.stop().await;
+    result
+}
+
+/// Consumer context: counts revocations so a batch that spans one is discarded, keeps
+/// readiness (connected / assigned) and `summit_consumer_lag` of the owned partitions in step
+/// with the assignment, and logs.
 #[derive(Debug, Default)]
-pub struct RevocationCounter {
+pub struct AssignmentTracker {
     revocations: AtomicU64,
+    owned: Mutex<BTreeSet<PartitionKey>>,
+    metrics: OnceLock<Metrics>,
+    readiness: OnceLock<Readiness>,
 }
 
-impl RevocationCounter {
+impl AssignmentTracker {
     fn count(&self) -> u64 {
         self.revocations.load(Ordering::Acquire)
     }
+
+    fn owned(&self) -> MutexGuard<'_, BTreeSet<PartitionKey>> {
+        self.owned
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
 }
 
-impl ClientContext for RevocationCounter {}
+impl ClientContext for AssignmentTracker {
+    fn stats(&self, statistics: Statistics) {
+        let Some(metrics) = self.metrics.get() else {
+            return;
+        };
+        // Held while setting, so a revoke cannot remove a series that is then set again.
+        let owned = self.owned();
+        report_statistics(&statistics, &owned, metrics, self.readiness.get());
+    }
+}
 
-impl ConsumerContext for RevocationCounter {
+impl ConsumerContext for AssignmentTracker {
     fn pre_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         match rebalance {
-            Rebalance::Assign(list) => tracing::info!(partitions = ?names(list), "assigned"),
+            Rebalance::Assign(list) => {
+                tracing::info!(partitions = ?names(list), "assigned");
+                let mut owned = self.owned();
+                owned.extend(keys_of(list));
+                if let Some(readiness) = self.readiness.get() {
+                    // A group assignment needs the coordinator: we are connected.
+                    readiness.set_connected(true);
+                    readiness.set_assigned(!owned.is_empty());
+                }
+            }
             Rebalance::Revoke(list) => {
                 // Nothing to drain: no transaction is open while recv() runs this callback.
                 tracing::info!(partitions = ?names(list), "revoked");
                 self.revocations.fetch_add(1, Ordering::AcqRel);
+                let mut owned = self.owned();
+                for key in keys_of(list) {
+                    if let Some(metrics) = self.metrics.get() {
+                        metrics.remove_partition(&key.topic, &key.partition.to_string());
+                    }
+                    owned.remove(&key);
+                }
+                if let Some(readiness) = self.readiness.get() {
+                    readiness.set_assigned(!owned.is_empty());
+                }
             }
             Rebalance::Error(error) => tracing::warn!(%error, "rebalance error"),
         }
@@ -129,8 +214,91 @@ struct Span {
 /// Per (topic, partition): offsets, records and bytes of a batch.
 type Positions = BTreeMap<(Arc<str>, i32), (Span, u64, u64)>;
 
-/// One dataset's share of a batch: its inputs by source topic, and its rule set.
-type DatasetEpoch = (BTreeMap<Arc<str>, EpochInput>, String);
+/// One dataset's share of a batch: its inputs by source topic, its rule set, and the rule
+/// failures and schema of its records (for the epoch's assertions).
+#[derive(Debug)]
+struct DatasetEpoch {
+    inputs: BTreeMap<Arc<str>, EpochInput>,
+    ruleset: String,
+    evaluated: u64,
+    failures: Vec<u64>,
+    schema: Option<String>,
+}
+
+/// An owned [`ObservedRecord`], kept with its batch until the transaction commits.
+#[derive(Debug)]
+struct Observation {
+    partition: PartitionKey,
+    offset: i64,
+    bytes: u64,
+    dataset: Option<String>,
+    event_id: String,
+    schema: Option<String>,
+    outcome: ObservedOutcome,
+}
+
+#[derive(Debug)]
+enum ObservedOutcome {
+    Routed(dq_rules::Outcome),
+    DeadLettered(DlqErrorKind),
+}
+
+impl Observation {
+    fn outcome(&self) -> RecordOutcome<'_> {
+        match &self.outcome {
+            ObservedOutcome::Routed(outcome) => RecordOutcome::Routed(outcome),
+            ObservedOutcome::DeadLettered(kind) => RecordOutcome::DeadLettered(*kind),
+        }
+    }
+
+    fn observed(&self) -> ObservedRecord<'_> {
+        ObservedRecord {
+            partition: &self.partition,
+            offset: self.offset,
+            bytes: self.bytes,
+            dataset: self.dataset.as_deref(),
+            event_id: &self.event_id,
+            schema: self.schema.as_deref(),
+            outcome: self.outcome(),
+        }
+    }
+}
+
+/// The classifier's observer: keeps what it is told until the record joins its batch.
+#[derive(Debug, Default)]
+struct ObservationBuffer(Mutex<Vec<Observation>>);
+
+impl ObservationBuffer {
+    fn take(&self) -> Vec<Observation> {
+        std::mem::take(
+            &mut *self
+                .0
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        )
+    }
+}
+
+impl OutcomeObserver for ObservationBuffer {
+    fn observe(&self, record: &ObservedRecord<'_>) {
+        let outcome = match record.outcome {
+            RecordOutcome::Routed(outcome) => ObservedOutcome::Routed(outcome.clone()),
+            RecordOutcome::DeadLettered(kind) => ObservedOutcome::DeadLettered(kind),
+        };
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push(Observation {
+                partition: record.partition.clone(),
+                offset: record.offset,
+                bytes: record.bytes,
+                dataset: record.dataset.map(str::to_owned),
+                event_id: record.event_id.to_owned(),
+                schema: record.schema.map(str::to_owned),
+                outcome,
+            });
+    }
+}
 
 /// Records read since the last transaction, with their outputs not yet produced.
 #[derive(Debug, Default)]
@@ -138,17 +306,29 @@ struct Batch {
     started: Option<Instant>,
     revocations_at_start: u64,
     records: u64,
+    bytes: u64,
     positions: Positions,
     outputs: Vec<OutboundRecord>,
+    observations: Vec<Observation>,
+    /// (source topic, source timestamp) of records with a mesh / quarantine / DLQ output:
+    /// their ingest latency is observed at the commit (hard fails have none, as in
+    /// effectively_once).
+    timed: Vec<(Arc<str>, i64)>,
 }
 
 impl Batch {
-    fn push(&mut self, record: ClassifiedRecord, revocations: u64) {
+    fn push(&mut self, record: ClassifiedRecord, observations: Vec<Observation>, revocations: u64) {
         if self.started.is_none() {
             self.started = Some(Instant::now());
             self.revocations_at_start = revocations;
         }
         self.records += 1;
+        self.bytes += record.bytes;
+        self.observations.extend(observations);
+        if record.outputs.iter().any(|o| o.kind != OutputKind::DqEvent) {
+            self.timed
+                .push((record.partition_key.topic.clone(), record.event_time_ms));
+        }
         let key = (record.partition_key.topic, record.partition_key.partition);
         let entry = self.positions.entry(key).or_insert((
             Span {
@@ -189,7 +369,7 @@ enum Failure {
 pub struct TransactionalPipeline {
     config: Arc<Config>,
     routes: RouteTable,
-    consumer: StreamConsumer<RevocationCounter>,
+    consumer: StreamConsumer<AssignmentTracker>,
     producer: FutureProducer,
     transactional_id: String,
     /// One lineage run per dataset, started on the first record of that dataset.
@@ -199,6 +379,13 @@ pub struct TransactionalPipeline {
     next_epoch: u64,
     transactions_begun: u64,
     fail_transaction: Option<u64>,
+    /// Per dataset: the rules its epochs report assertions for.
+    rules: BTreeMap<Arc<str>, RuleAssertions>,
+    /// Given to the classifier; drained into the batch after every record.
+    recorder: Arc<ObservationBuffer>,
+    /// Told about a batch's records after its transaction committed.
+    observers: ObserverSet,
+    metrics: Option<Metrics>,
 }
 
 impl std::fmt::Debug for TransactionalPipeline {
@@ -250,12 +437,17 @@ impl TransactionalPipeline {
             .set(
                 "queued.max.messages.kbytes",
                 config.limits.fetch_queue_kbytes.to_string(),
+            )
+            // Feeds summit_consumer_lag (see AssignmentTracker::stats).
+            .set(
+                "statistics.interval.ms",
+                config.admin.lag_interval.as_millis().max(100).to_string(),
             );
         for (key, value) in &config.kafka.consumer_properties {
             consumer_config.set(key, value);
         }
-        let consumer: StreamConsumer<RevocationCounter> = consumer_config
-            .create_with_context(RevocationCounter::default())
+        let consumer: StreamConsumer<AssignmentTracker> = consumer_config
+            .create_with_context(AssignmentTracker::default())
             .map_err(|source| TransactionError::Client {
                 client: "consumer",
                 source,
@@ -289,6 +481,11 @@ impl TransactionalPipeline {
                 source,
             })?;
         tracing::info!(%transactional_id, "transactions initialised");
+        let rules = routes
+            .routes()
+            .iter()
+            .map(|route| (route.dataset.clone(), RuleAssertions::of(route)))
+            .collect();
         Ok(Self {
             config,
             routes,
@@ -300,7 +497,30 @@ impl TransactionalPipeline {
             next_epoch: 1,
             transactions_begun: 0,
             fail_transaction,
+            rules,
+            recorder: Arc::default(),
+            observers: ObserverSet::default(),
+            metrics: None,
         })
+    }
+
+    /// Commit, in-flight and lag metrics (outcome metrics come with [`OutcomeMetrics`]).
+    pub fn with_metrics(mut self, metrics: Metrics) -> Self {
+        let _ = self.consumer.context().metrics.set(metrics.clone());
+        self.metrics = Some(metrics);
+        self
+    }
+
+    /// Flipped to connected/assigned by the consumer context.
+    pub fn with_readiness(self, readiness: Readiness) -> Self {
+        let _ = self.consumer.context().readiness.set(readiness);
+        self
+    }
+
+    /// Adds an observer, told about every record of a batch once its transaction committed.
+    pub fn with_outcome_observer(mut self, observer: Arc<dyn OutcomeObserver>) -> Self {
+        self.observers.0.push(observer);
+        self
     }
 
     /// Runs until `shutdown` resolves or the producer is fenced. On shutdown the batch being
@@ -352,15 +572,19 @@ impl TransactionalPipeline {
                 received = self.consumer.recv() => {
                     match received {
                         Ok(message) => {
+                            let recorder: Arc<dyn OutcomeObserver> = self.recorder.clone();
                             let classifier = RecordClassifier {
                                 config: &self.config,
                                 routes: &self.routes,
-                                outcomes: None,
+                                outcomes: Some(&recorder),
                             };
-                            match classifier.classify(&message, shutdown).await? {
+                            let classified = classifier.classify(&message, shutdown).await?;
+                            let observations = self.recorder.take();
+                            match classified {
                                 Some(record) => {
                                     let revocations = self.consumer.context().count();
-                                    batch.push(record, revocations);
+                                    batch.push(record, observations, revocations);
+                                    self.set_in_flight(batch.records, batch.bytes);
                                 }
                                 // Shutdown while the registry was down: commit what is read.
                                 None => {
@@ -394,6 +618,8 @@ impl TransactionalPipeline {
         if batch.records == 0 {
             return Ok(());
         }
+        // Whatever happens below, the batch is no longer open (a rewound one is read again).
+        self.set_in_flight(0, 0);
         if batch.revocations_at_start != self.consumer.context().count() {
             tracing::info!(
                 records = batch.records,
@@ -403,11 +629,15 @@ impl TransactionalPipeline {
             return Ok(());
         }
         let records = batch.records;
-        let positions = batch.positions.clone();
-        match self.transact(batch).await {
+        let result = self.transact(&batch).await;
+        if let Some(metrics) = &self.metrics {
+            metrics.record_commit(WriteResult::from(&result));
+        }
+        match result {
             Ok(()) => {
                 *backoff = self.config.delivery.retry_backoff;
                 tracing::debug!(records, "transaction committed");
+                self.committed(&batch);
                 Ok(())
             }
             Err(Failure::Fatal(error)) => Err(error),
@@ -420,7 +650,7 @@ impl TransactionalPipeline {
                     }
                     tracing::warn!(%error, "abort_transaction failed");
                 }
-                self.rewind(&positions);
+                self.rewind(&batch.positions);
                 tokio::time::sleep(*backoff).await;
                 *backoff = backoff
                     .saturating_mul(2)
@@ -430,8 +660,30 @@ impl TransactionalPipeline {
         }
     }
 
-    async fn transact(&mut self, batch: Batch) -> Result<(), Failure> {
-        let lineage_events = self.epoch_events(&batch);
+    /// The batch's records count from here: observers, and ingest latency (the commit is
+    /// exactly_once's acknowledgement).
+    fn committed(&self, batch: &Batch) {
+        for observation in &batch.observations {
+            self.observers.observe(&observation.observed());
+        }
+        if let Some(metrics) = &self.metrics {
+            for (topic, event_time_ms) in &batch.timed {
+                metrics.observe_ingest_latency(topic, latency_since(*event_time_ms));
+            }
+        }
+    }
+
+    fn set_in_flight(&self, records: u64, bytes: u64) {
+        if let Some(metrics) = &self.metrics {
+            metrics.set_inflight(
+                i64::try_from(records).unwrap_or(i64::MAX),
+                i64::try_from(bytes).unwrap_or(i64::MAX),
+            );
+        }
+    }
+
+    async fn transact(&mut self, batch: &Batch) -> Result<(), Failure> {
+        let lineage_events = self.epoch_events(batch);
         let offsets = batch.commit_offsets();
         self.blocking(|p| p.begin_transaction())
             .map_err(|e| self.classify_error("begin_transaction", e))?;
@@ -550,7 +802,8 @@ impl TransactionalPipeline {
         }
     }
 
-    /// The START events of new runs plus one epoch COMPLETE per dataset in the batch.
+    /// The START events of new runs plus one epoch COMPLETE per dataset in the batch, with the
+    /// rule assertions and schema of its records, like effectively_once's epochs.
     fn epoch_events(&mut self, batch: &Batch) -> Vec<summit_lineage::RunEvent> {
         let source_cluster = self.config.kafka.bootstrap_servers.clone();
         let mesh_cluster = self.config.mesh_bootstrap_servers().to_owned();
@@ -559,47 +812,77 @@ impl TransactionalPipeline {
             let Some((_, route)) = self.routes.resolve(topic) else {
                 continue;
             };
-            let (inputs, _) = by_dataset
+            let epoch = by_dataset
                 .entry(route.dataset.clone())
-                .or_insert_with(|| (BTreeMap::new(), route.ruleset.clone()));
-            let input = inputs.entry(topic.clone()).or_insert_with(|| EpochInput {
-                dataset: DatasetName::kafka(&source_cluster, topic),
-                offset_ranges: Vec::new(),
-                row_count: Some(0),
-                bytes: Some(0),
-            });
+                .or_insert_with(|| DatasetEpoch {
+                    inputs: BTreeMap::new(),
+                    ruleset: route.ruleset.clone(),
+                    evaluated: 0,
+                    failures: Vec::new(),
+                    schema: None,
+                });
+            let input = epoch
+                .inputs
+                .entry(topic.clone())
+                .or_insert_with(|| EpochInput {
+                    dataset: DatasetName::kafka(&source_cluster, topic),
+                    offset_ranges: Vec::new(),
+                    row_count: Some(0),
+                    bytes: Some(0),
+                });
             input
                 .offset_ranges
                 .push(OffsetRange::kafka(*partition, span.first, span.last));
             input.row_count = input.row_count.map(|n| n + records);
             input.bytes = input.bytes.map(|n| n + bytes);
         }
+        for observation in &batch.observations {
+            let Some(dataset) = observation.dataset.as_deref() else {
+                continue;
+            };
+            let (Some(epoch), Some(rules)) = (by_dataset.get_mut(dataset), self.rules.get(dataset))
+            else {
+                continue;
+            };
+            if let Some(failed) = rules.failed(&observation.outcome()) {
+                epoch.evaluated += 1;
+                epoch.failures.resize(rules.len(), 0);
+                for index in failed {
+                    epoch.failures[index] += 1;
+                }
+            }
+            if observation.schema.is_some() {
+                epoch.schema.clone_from(&observation.schema);
+            }
+        }
         let mut events = std::mem::take(&mut self.pending_lineage);
-        for (dataset, (inputs, ruleset)) in by_dataset {
-            let outputs = [
-                topics::mesh(&dataset),
-                topics::quarantine(&dataset),
-                topics::DQ_EVENTS.to_owned(),
-            ]
-            .into_iter()
-            .filter(|topic| batch.outputs.iter().any(|o| &o.topic == topic))
-            .map(|topic| EpochOutput {
-                dataset: DatasetName::kafka(&mesh_cluster, &topic),
-                assertions: Vec::new(),
-            })
-            .collect();
+        for (dataset, epoch) in by_dataset {
+            let assertions = self
+                .rules
+                .get(&dataset)
+                .map(|rules| rules.assertions(epoch.evaluated, &epoch.failures))
+                .unwrap_or_default();
+            let outputs = epoch_outputs(
+                &mesh_cluster,
+                &dataset,
+                epoch.inputs.keys().map(|topic| &**topic),
+                assertions,
+            );
             let run = self.lineage.entry(dataset.clone()).or_insert_with(|| {
                 let instance = self.config.instance_id();
-                let (run, start) = LineageRun::start(SERVICE, &dataset, &instance);
+                let (run, start) = LineageRun::start(SERVICE_NAME, &dataset, &instance);
                 events.push(start);
                 run
             });
             events.push(run.epoch_complete(EpochReport {
                 epoch_id: self.next_epoch,
-                inputs: inputs.into_values().collect(),
+                inputs: epoch.inputs.into_values().collect(),
                 outputs,
-                schema: None,
-                ruleset: Some(ruleset),
+                schema: epoch.schema.map(|id| SchemaUsed {
+                    id,
+                    fields: Vec::new(),
+                }),
+                ruleset: Some(epoch.ruleset),
             }));
         }
         // Kept until a commit: an aborted transaction's START events are sent again.
@@ -728,9 +1011,9 @@ mod tests {
     fn batch_commits_one_past_the_last_offset_and_rewinds_to_the_first() {
         let mut batch = Batch::default();
         for offset in [7, 8, 9] {
-            batch.push(record("a", 0, offset), 3);
+            batch.push(record("a", 0, offset), Vec::new(), 3);
         }
-        batch.push(record("a", 1, 42), 4);
+        batch.push(record("a", 1, 42), Vec::new(), 4);
         assert_eq!(batch.records, 4);
         assert_eq!(batch.revocations_at_start, 3, "taken at the first record");
         let offsets = batch.commit_offsets();

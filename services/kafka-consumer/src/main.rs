@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use clap::Parser;
 use kafka_consumer::config::{Config, DeliveryMode};
-use kafka_consumer::exactly_once::{TransactionError, TransactionalPipeline};
+use kafka_consumer::exactly_once::TransactionError;
 use kafka_consumer::routing::RouteTable;
 use kafka_consumer::service::SERVICE_NAME;
 use tokio::signal::unix::{SignalKind, signal};
@@ -74,9 +74,7 @@ async fn run(config: Arc<Config>, routes: RouteTable) -> anyhow::Result<()> {
         }
     };
     if config.delivery.mode == DeliveryMode::ExactlyOnce {
-        TransactionalPipeline::build(config, routes)?
-            .run(shutdown)
-            .await?;
+        kafka_consumer::exactly_once::run(config, routes, shutdown).await?;
         return Ok(());
     }
     let outcome = kafka_consumer::service::run(config, routes, shutdown).await?;

@@ -1,6 +1,7 @@
 //! `delivery.mode: exactly_once` with the built binary against the local tansu broker:
 //! a committed flow (routing as in effectively_once, the group's committed offsets equal to what
-//! was consumed, one lineage epoch per committed transaction), an injected abort that is rewound
+//! was consumed, one lineage epoch per committed transaction with its rule assertions, metrics
+//! and readiness on the admin port), an injected abort that is rewound
 //! and re-processed, fencing of an instance by a newer process with the same instance id, and
 //! `summitctl kafka transactions abort` on a transaction left open by a crashed producer.
 //!
@@ -83,6 +84,7 @@ async fn setup(prefix: &str, partitions: i32, instance_id: &str) -> Setup {
              delivery:\n  mode: exactly_once\n  transaction_max_records: 25\n  transaction_interval: 100ms\n  \
              transactional_id_prefix: {txn_prefix}\n  test_fault_injection: true\n\
              service:\n  shutdown_grace: 10s\n  instance_id: {instance_id}\n\
+             admin:\n  listen: \"127.0.0.1:0\"\n  lag_interval: 500ms\n\
              routes:\n  - {{ topics: [{source}], dataset: {dataset}, rules: rules.yaml }}\n",
             endpoints.kafka_bootstrap
         ),
@@ -388,6 +390,9 @@ struct Epoch {
     rows: u64,
     /// (partition, first, last offset) read by the epoch.
     ranges: Vec<(i32, i64, i64)>,
+    /// The mesh output's `dataQualityAssertions`: (rule, failures, evaluated).
+    assertions: Vec<(String, u64, u64)>,
+    schema: Option<String>,
 }
 
 /// This dataset's epoch COMPLETE events.
@@ -423,11 +428,35 @@ fn epoch_events(setup: &Setup) -> Vec<Epoch> {
                 })
                 .collect();
             ranges.sort();
+            let json = serde_json::to_value(&e).ok()?;
+            let assertions = json["outputs"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .flat_map(|output| {
+                    output["facets"]["dataQualityAssertions"]["assertions"]
+                        .as_array()
+                        .cloned()
+                        .unwrap_or_default()
+                })
+                .filter_map(|a| {
+                    let (failures, evaluated) = a["actual"].as_str()?.split_once('/')?;
+                    Some((
+                        a["assertion"].as_str()?.to_owned(),
+                        failures.parse().ok()?,
+                        evaluated.parse().ok()?,
+                    ))
+                })
+                .collect();
             Some(Epoch {
                 id: epoch,
                 run_id: e.run.run_id.to_string(),
                 rows,
                 ranges,
+                assertions,
+                schema: json["run"]["facets"]["summit_epoch"]["schema"]
+                    .as_str()
+                    .map(str::to_owned),
             })
         })
         .collect()
@@ -466,6 +495,7 @@ async fn committed_transactions_route_records_and_move_offsets_with_lineage() {
     let sent = send_mix(&setup, &producer, 0, 80).await;
     let log = setup.dir.join("service.log");
     let mut child = spawn_service(&setup.config, &log, &[]);
+    let admin = admin_addr(&log).await;
     let ids: HashSet<String> = sent.iter().map(|s| s.0.clone()).collect();
     let outputs = read_outputs(&output_topics(&setup), Duration::from_secs(60), |out| {
         let seen = categorize(&setup, out);
@@ -473,6 +503,8 @@ async fn committed_transactions_route_records_and_move_offsets_with_lineage() {
     });
     let copies = assert_accounted(&setup, &sent, &outputs);
     assert_eq!(copies, 0, "no abort happened, so no copies");
+    let (status, body) = http_get(admin, "/readyz").await;
+    assert_eq!(status, 200, "ready while assigned: {body}");
     let ends = end_offsets(&sent);
     assert!(
         wait_committed(&setup, &ends, Duration::from_secs(20)).await,
@@ -500,6 +532,126 @@ async fn committed_transactions_route_records_and_move_offsets_with_lineage() {
         }
     }
     assert_eq!(next_offset, ends, "epochs {epochs:?}");
+    // Each epoch asserts both rules over the records it evaluated (DLQ'd ones are not), and
+    // the sums match what was sent: hard fails violate amount-nonnegative, soft fails
+    // amount-small.
+    let count = |expect: Expect| sent.iter().filter(|s| s.1 == expect).count() as u64;
+    let mut failures: BTreeMap<String, (u64, u64)> = BTreeMap::new();
+    for epoch in &epochs {
+        assert_eq!(
+            epoch.assertions.len(),
+            2,
+            "one assertion per rule: {epoch:?}"
+        );
+        assert_eq!(
+            epoch.schema.as_deref(),
+            Some("unregistered-json"),
+            "{epoch:?}"
+        );
+        for (rule, failed, evaluated) in &epoch.assertions {
+            let sum = failures.entry(rule.clone()).or_default();
+            sum.0 += failed;
+            sum.1 += evaluated;
+        }
+    }
+    let evaluated = sent.len() as u64 - count(Expect::Dlq);
+    assert_eq!(
+        failures,
+        BTreeMap::from([
+            (
+                "amount-nonnegative".to_owned(),
+                (count(Expect::Hard), evaluated)
+            ),
+            (
+                "amount-small".to_owned(),
+                (count(Expect::Quarantine), evaluated)
+            ),
+        ]),
+        "{epochs:?}"
+    );
+
+    // Metrics count what was routed, once per record (observers run after the commit).
+    let source = setup.source.as_str();
+    let timed = sent.len() as f64 - count(Expect::Hard) as f64;
+    let text = scrape_until(admin, |text| {
+        metric(
+            text,
+            "summit_ingest_latency_seconds_count",
+            &[("source", source)],
+        ) == Some(timed)
+            && (0..setup.partitions).all(|p| {
+                metric(
+                    text,
+                    "summit_consumer_lag",
+                    &[("source", source), ("partition", &p.to_string())],
+                ) == Some(0.0)
+            })
+    })
+    .await;
+    for (outcome, expect) in [
+        ("pass", Expect::Mesh),
+        ("soft_fail", Expect::Quarantine),
+        ("hard_fail", Expect::Hard),
+        ("dlq", Expect::Dlq),
+    ] {
+        assert_eq!(
+            metric(
+                &text,
+                "summit_records_total",
+                &[("source", source), ("outcome", outcome)]
+            ),
+            Some(count(expect) as f64),
+            "{outcome}: {text}"
+        );
+    }
+    assert_eq!(
+        metric(
+            &text,
+            "summit_dlq_records_total",
+            &[("source", source), ("kind", "undecodable")]
+        ),
+        Some(count(Expect::Dlq) as f64),
+        "{text}"
+    );
+    assert_eq!(
+        metric(
+            &text,
+            "summit_hard_fail_total",
+            &[("dataset", &setup.dataset), ("rule", "amount-nonnegative")]
+        ),
+        Some(count(Expect::Hard) as f64),
+        "{text}"
+    );
+    assert_eq!(
+        metric(&text, "summit_hard_fail_total", &[("rule", "amount-small")]),
+        None,
+        "soft rules are not hard failures"
+    );
+    assert_eq!(
+        metric(
+            &text,
+            "summit_ingest_latency_seconds_count",
+            &[("source", source)]
+        ),
+        Some(timed),
+        "mesh, quarantine and DLQ records are timed at the commit: {text}"
+    );
+    for partition in 0..setup.partitions {
+        assert_eq!(
+            metric(
+                &text,
+                "summit_consumer_lag",
+                &[("source", source), ("partition", &partition.to_string())]
+            ),
+            Some(0.0),
+            "{text}"
+        );
+    }
+    assert!(
+        metric(&text, "summit_commit_total", &[("result", "ok")]).unwrap_or(0.0) >= 1.0,
+        "{text}"
+    );
+    assert_eq!(metric(&text, "summit_inflight_records", &[]), Some(0.0));
 
     // The running instance is a member of the group, so `list` names its transactional id.
     let listed = Command::new(summitctl())
@@ -524,6 +676,19 @@ async fn committed_transactions_route_records_and_move_offsets_with_lineage() {
     );
 
     sigterm(&child);
+    // /readyz turns 503 once SIGTERM arrives (the port answers until the process ends).
+    let mut saw_unready = false;
+    for _ in 0..50 {
+        match reqwest::get(format!("http://{admin}/readyz")).await {
+            Ok(response) if response.status().as_u16() == 503 => {
+                saw_unready = true;
+                break;
+            }
+            Ok(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+            Err(_) => break,
+        }
+    }
+    assert!(saw_unready, "/readyz never answered 503 after SIGTERM");
     let status = wait_exit(&mut child, Duration::from_secs(20)).expect("exits after SIGTERM");
     assert!(status.success(), "{status:?}\n{}", tail(&log));
     // The instance run: START with the first transaction, COMPLETE in one after SIGTERM.
@@ -597,6 +762,28 @@ async fn injected_abort_rewinds_and_the_batch_is_processed_again() {
                 .all(|e| e.run_id == first[0].run_id && e.ranges == first[0].ranges)
             && first[0].ranges.first().is_some_and(|r| r.1 == 0),
         "epoch 1 should be written by the aborted and the retried transaction over the same offsets: {epochs:?}"
+    );
+    // The aborted batch's records are counted once, when their retry commits; the failed
+    // transaction is counted as a commit error.
+    let admin = admin_addr(&log).await;
+    let source = setup.source.clone();
+    let records_total = move |text: &str| -> f64 {
+        ["pass", "soft_fail", "hard_fail", "dlq"]
+            .iter()
+            .filter_map(|outcome| {
+                metric(
+                    text,
+                    "summit_records_total",
+                    &[("source", &source), ("outcome", outcome)],
+                )
+            })
+            .sum()
+    };
+    let text = scrape_until(admin, |text| records_total(text) >= sent.len() as f64).await;
+    assert_eq!(records_total(&text), sent.len() as f64, "{text}");
+    assert!(
+        metric(&text, "summit_commit_total", &[("result", "error")]).unwrap_or(0.0) >= 1.0,
+        "the aborted transaction counts as a commit error: {text}"
     );
     sigterm(&child);
     let status = wait_exit(&mut child, Duration::from_secs(20)).expect("exits after SIGTERM");
@@ -908,4 +1095,67 @@ async fn summitctl_aborts_the_open_transaction_of_a_crashed_producer() {
         "summitctl abort: {abort_elapsed:?}; whole test {:?}",
         started.elapsed()
     );
+}
+
+/// The admin address the service logs once its port is bound.
+async fn admin_addr(log: &Path) -> std::net::SocketAddr {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let text = std::fs::read_to_string(log).unwrap_or_default();
+        let found = text
+            .lines()
+            .filter(|l| l.contains("admin server listening"))
+            .find_map(|line| {
+                let rest = line.split("admin_addr").nth(1)?;
+                let addr: String = rest
+                    .trim_start_matches(['"', ':', '='])
+                    .chars()
+                    .take_while(|c| c.is_ascii_digit() || *c == '.' || *c == ':')
+                    .collect();
+                addr.parse().ok()
+            });
+        if let Some(addr) = found {
+            return addr;
+        }
+        assert!(Instant::now() < deadline, "no admin address logged: {text}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn http_get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
+    let response = reqwest::get(format!("http://{addr}{path}"))
+        .await
+        .expect("admin port answers");
+    let status = response.status().as_u16();
+    (status, response.text().await.unwrap_or_default())
+}
+
+/// Scrapes `/metrics` until `done` holds (or 15 s), returning the last scrape.
+async fn scrape_until(addr: std::net::SocketAddr, done: impl Fn(&str) -> bool) -> String {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let (status, text) = http_get(addr, "/metrics").await;
+        assert_eq!(status, 200);
+        if done(&text) || Instant::now() > deadline {
+            return text;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The value of the first sample of `name` carrying every `labels` pair.
+fn metric(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    text.lines()
+        .filter(|line| !line.starts_with('#'))
+        .find(|line| {
+            let Some(rest) = line.strip_prefix(name) else {
+                return false;
+            };
+            (rest.starts_with('{') || rest.starts_with(' '))
+                && labels
+                    .iter()
+                    .all(|(k, v)| rest.contains(&format!("{k}=\"{v}\"")))
+        })
+        .and_then(|line| line.rsplit(' ').next())
+        .and_then(|value| value.parse().ok())
 }
