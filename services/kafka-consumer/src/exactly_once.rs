@@ -103,9 +103,9 @@ pub enum TransactionError {
     Operations(#[from] ServiceError),
 }
 
-/// The exactly_once service: the admin server, metrics, readiness and tickets
-/// ([`Operations`], as in effectively_once) around a [`TransactionalPipeline`]. `/readyz` turns
-/// 503 as soon as `shutdown` fires.
+/// The exactly_once service: the admin server, metrics, readiness and tickets (the same
+/// `service::Operations` as effectively_once) around a [`TransactionalPipeline`]. `/readyz`
+/// turns 503 as soon as `shutdown` fires.
 pub async fn run(
     config: Arc<Config>,
     routes: RouteTable,
