@@ -568,6 +568,10 @@ async fn main() -> Result<()> {
         .await?;
     }
     let _ = std::fs::remove_dir_all(&dir);
+    // The subject is this run's own; leave the shared registry as it was.
+    if let Err(error) = registry.delete_subject(&subject).await {
+        println!("note: could not delete registry subject {subject}: {error}");
+    }
     Ok(())
 }
 
