@@ -4,8 +4,9 @@
 //! dataset, decoder and rule set, `rebalance` drains and commits revoked partitions, and
 //! `pipeline` runs consume → decode → dq → route with ordered offset commits, and
 //! `exactly_once` runs the same routing inside Kafka transactions (`delivery.mode: exactly_once`).
-//! `service` wires effectively_once to its metrics and admin port (`observers`), lineage on the
-//! commit path (`lineage`) and data-quality tickets.
+//! `service` wires both modes to the metrics and admin port (`observers`) and data-quality
+//! tickets; effectively_once puts lineage on the commit path (`lineage`), exactly_once writes each
+//! epoch's lineage inside its transaction.
 
 pub mod config;
 pub mod exactly_once;

@@ -26,6 +26,9 @@ use summit_envelope::{SourceCoordinates, event_id, headers, topics};
 use summit_lineage::RunEvent;
 use summit_test_support::{Endpoints, kafka, unique_name};
 
+mod common;
+use common::{Service, admin_addr, http_get, metric, scrape_until, tail};
+
 const CLUSTER: &str = "test";
 const BINARY: &str = env!("CARGO_BIN_EXE_kafka-consumer");
 
@@ -98,31 +101,6 @@ async fn setup(prefix: &str, partitions: i32, instance_id: &str) -> Setup {
         group,
         txn_prefix,
         partitions,
-    }
-}
-
-/// A running service process, killed when the test ends early (a failed assertion).
-struct Service(Child);
-
-impl std::ops::Deref for Service {
-    type Target = Child;
-    fn deref(&self) -> &Child {
-        &self.0
-    }
-}
-
-impl std::ops::DerefMut for Service {
-    fn deref_mut(&mut self) -> &mut Child {
-        &mut self.0
-    }
-}
-
-impl Drop for Service {
-    fn drop(&mut self) {
-        if let Ok(None) = self.0.try_wait() {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
     }
 }
 
@@ -460,11 +438,6 @@ fn epoch_events(setup: &Setup) -> Vec<Epoch> {
             })
         })
         .collect()
-}
-
-fn tail(log: &Path) -> String {
-    let text = std::fs::read_to_string(log).unwrap_or_default();
-    text.lines().rev().take(30).collect::<Vec<_>>().join("\n")
 }
 
 fn sigterm(child: &Child) {
@@ -1095,67 +1068,4 @@ async fn summitctl_aborts_the_open_transaction_of_a_crashed_producer() {
         "summitctl abort: {abort_elapsed:?}; whole test {:?}",
         started.elapsed()
     );
-}
-
-/// The admin address the service logs once its port is bound.
-async fn admin_addr(log: &Path) -> std::net::SocketAddr {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let text = std::fs::read_to_string(log).unwrap_or_default();
-        let found = text
-            .lines()
-            .filter(|l| l.contains("admin server listening"))
-            .find_map(|line| {
-                let rest = line.split("admin_addr").nth(1)?;
-                let addr: String = rest
-                    .trim_start_matches(['"', ':', '='])
-                    .chars()
-                    .take_while(|c| c.is_ascii_digit() || *c == '.' || *c == ':')
-                    .collect();
-                addr.parse().ok()
-            });
-        if let Some(addr) = found {
-            return addr;
-        }
-        assert!(Instant::now() < deadline, "no admin address logged: {text}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-async fn http_get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
-    let response = reqwest::get(format!("http://{addr}{path}"))
-        .await
-        .expect("admin port answers");
-    let status = response.status().as_u16();
-    (status, response.text().await.unwrap_or_default())
-}
-
-/// Scrapes `/metrics` until `done` holds (or 15 s), returning the last scrape.
-async fn scrape_until(addr: std::net::SocketAddr, done: impl Fn(&str) -> bool) -> String {
-    let deadline = Instant::now() + Duration::from_secs(15);
-    loop {
-        let (status, text) = http_get(addr, "/metrics").await;
-        assert_eq!(status, 200);
-        if done(&text) || Instant::now() > deadline {
-            return text;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
-/// The value of the first sample of `name` carrying every `labels` pair.
-fn metric(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
-    text.lines()
-        .filter(|line| !line.starts_with('#'))
-        .find(|line| {
-            let Some(rest) = line.strip_prefix(name) else {
-                return false;
-            };
-            (rest.starts_with('{') || rest.starts_with(' '))
-                && labels
-                    .iter()
-                    .all(|(k, v)| rest.contains(&format!("{k}=\"{v}\"")))
-        })
-        .and_then(|line| line.rsplit(' ').next())
-        .and_then(|value| value.parse().ok())
 }
