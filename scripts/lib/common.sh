@@ -68,6 +68,14 @@ our_pid() {
   echo "$pid"
 }
 
+# During start-up only liveness counts: right after `launch` the child can still be the forked
+# shell before its exec, whose command line does not show the marker yet.
+pid_alive() {
+  local pid
+  read -r pid _ < "$(pidfile "$1")" 2>/dev/null || return 1
+  [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null
+}
+
 # Refuse to start on a port something else holds, naming the port and the variable.
 require_free_port() {
   local svc=$1 port=$2 var=${3:-$(port_var "$1")}
@@ -94,7 +102,7 @@ wait_until() {  # wait_until SVC SECONDS CMD...
       tail -n 20 "$LOG_DIR/$svc.log" >&2 2>/dev/null || true
       return 1
     fi
-    if [ -f "$(pidfile "$svc")" ] && ! our_pid "$svc" >/dev/null; then
+    if [ -f "$(pidfile "$svc")" ] && ! pid_alive "$svc"; then
       warn "$svc exited during start-up; last log lines:"
       tail -n 20 "$LOG_DIR/$svc.log" >&2 2>/dev/null || true
       return 1
