@@ -104,13 +104,44 @@ pub struct KafkaConfig {
     /// after half of it.
     #[serde(default = "default_session_timeout", with = "humantime_serde")]
     pub session_timeout: Duration,
-    /// Extra librdkafka consumer properties (override the service's defaults).
-    #[serde(default)]
+    /// Extra librdkafka consumer properties (override the service's defaults). Starts from
+    /// [`DEFAULT_CONSUMER_PROPERTIES`]; a key given here replaces the default of that key only.
+    #[serde(
+        default = "default_consumer_properties",
+        deserialize_with = "consumer_properties_over_defaults"
+    )]
     pub consumer_properties: BTreeMap<String, String>,
 }
 
 fn default_session_timeout() -> Duration {
     Duration::from_secs(6)
+}
+
+/// librdkafka properties the service sets unless `kafka.consumer_properties` overrides them.
+///
+/// `fetch.wait.max.ms`: librdkafka's 500 ms default lets a broker hold a fetch that long when
+/// less than `fetch.min.bytes` is waiting, which at a steady rate added ~150 ms to the median
+/// ingest latency against tansu (p50 240 ms → 71 ms in the ingest bench with 5 ms). 20 ms keeps
+/// that wait small while still batching fetches under load.
+pub const DEFAULT_CONSUMER_PROPERTIES: &[(&str, &str)] = &[("fetch.wait.max.ms", "20")];
+
+fn default_consumer_properties() -> BTreeMap<String, String> {
+    DEFAULT_CONSUMER_PROPERTIES
+        .iter()
+        .map(|(key, value)| ((*key).to_owned(), (*value).to_owned()))
+        .collect()
+}
+
+fn consumer_properties_over_defaults<'de, D>(
+    deserializer: D,
+) -> Result<BTreeMap<String, String>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    let given = BTreeMap::<String, String>::deserialize(deserializer)?;
+    let mut properties = default_consumer_properties();
+    properties.extend(given);
+    Ok(properties)
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -590,6 +621,23 @@ routes:
             PathBuf::from("/etc/summit"),
             env.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())),
         )
+    }
+
+    #[test]
+    fn consumer_properties_extend_the_defaults() {
+        let defaults = parse(MINIMAL, &[]).expect("valid");
+        assert_eq!(
+            defaults.kafka.consumer_properties.get("fetch.wait.max.ms"),
+            Some(&"20".to_owned())
+        );
+        let text = MINIMAL.replace(
+            "cluster_name: local }",
+            "cluster_name: local, consumer_properties: { fetch.wait.max.ms: '500', fetch.min.bytes: '1' } }",
+        );
+        let overridden = parse(&text, &[]).expect("valid");
+        let properties = &overridden.kafka.consumer_properties;
+        assert_eq!(properties.get("fetch.wait.max.ms"), Some(&"500".to_owned()));
+        assert_eq!(properties.get("fetch.min.bytes"), Some(&"1".to_owned()));
     }
 
     #[test]
