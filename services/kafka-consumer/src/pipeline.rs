@@ -3,7 +3,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use dq_rules::{Outcome, Verdict};
@@ -613,18 +613,24 @@ impl RecordClassifier<'_> {
             }
         };
         let (parent, tracestate) = trace;
-        let partition_text = partition.to_string();
-        let span = MessageSpan {
-            system: MessagingSystem::Kafka,
-            operation: MessagingOperation::Process,
-            destination: topic,
-            partition: Some(&partition_text),
-            offset: Some(offset),
-            message_id: Some(&event_id),
-        }
-        .start(parent.as_ref());
+        let exported_span = (SPANS_EXPORTED.get() != Some(&false)).then(|| {
+            let partition_text = partition.to_string();
+            let span = MessageSpan {
+                system: MessagingSystem::Kafka,
+                operation: MessagingOperation::Process,
+                destination: topic,
+                partition: Some(&partition_text),
+                offset: Some(offset),
+                message_id: Some(&event_id),
+            }
+            .start(parent.as_ref());
+            let context = trace_context_of(&span);
+            let exported = *SPANS_EXPORTED.get_or_init(|| context.is_some());
+            (span, context.filter(|_| exported))
+        });
+        let (span, span_context) = exported_span.unwrap_or((tracing::Span::none(), None));
         // With span export on, outputs point at this span; otherwise at a fresh child id.
-        let context = trace_context_of(&span).unwrap_or_else(|| {
+        let context = span_context.unwrap_or_else(|| {
             parent
                 .as_ref()
                 .map_or_else(TraceContext::new_root, TraceContext::child)
@@ -848,6 +854,14 @@ impl RecordClassifier<'_> {
         }))
     }
 }
+
+/// Whether per-message spans reach an OpenTelemetry exporter, learnt from the first record's
+/// span (its context is valid only when an OpenTelemetry layer recorded it). Without export the
+/// span would only decorate the rare per-record log line, yet creating it (fields formatted by
+/// the log layer, entered on every poll) was a visible share of the consuming thread's CPU:
+/// once known to be off, records get no span and their outputs a fresh child of the source's
+/// context, exactly as before.
+static SPANS_EXPORTED: OnceLock<bool> = OnceLock::new();
 
 enum DecodeFailure {
     Record { kind: DlqErrorKind, error: String },
