@@ -56,10 +56,56 @@ fn put(headers: OwnedHeaders, key: &str, value: &str) -> OwnedHeaders {
     })
 }
 
+/// `trace`'s W3C `traceparent` text (`00-<trace id>-<parent id>-<flags>`, lower-case hex),
+/// written into a stack buffer: `TraceContext`'s `Display` allocates per byte, and this runs
+/// for every output. A unit test pins it to that `Display`.
+fn traceparent<'b>(trace: &TraceContext, out: &'b mut [u8; 55]) -> &'b str {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let fields: [&[u8]; 3] = [&trace.trace_id, &trace.parent_id, &[trace.flags]];
+    out[..2].copy_from_slice(b"00");
+    let mut at = 2;
+    for field in fields {
+        out[at] = b'-';
+        at += 1;
+        for byte in field {
+            out[at] = HEX[usize::from(byte >> 4)];
+            out[at + 1] = HEX[usize::from(byte & 0x0f)];
+            at += 2;
+        }
+    }
+    // Only ASCII hex digits and dashes were written.
+    std::str::from_utf8(&out[..at]).unwrap_or_default()
+}
+
+/// `value` in decimal, written into a stack buffer (header values are formatted per output).
+fn decimal(value: i64, out: &mut [u8; 20]) -> &str {
+    let mut at = out.len();
+    let mut rest = value.unsigned_abs();
+    loop {
+        at -= 1;
+        // `rest % 10` is a single digit.
+        out[at] = b'0' + (rest % 10) as u8;
+        rest /= 10;
+        if rest == 0 {
+            break;
+        }
+    }
+    if value < 0 {
+        at -= 1;
+        out[at] = b'-';
+    }
+    // Only ASCII digits and a sign were written.
+    std::str::from_utf8(&out[at..]).unwrap_or_default()
+}
+
+fn put_decimal(headers: OwnedHeaders, key: &str, value: i64) -> OwnedHeaders {
+    put(headers, key, decimal(value, &mut [0; 20]))
+}
+
 fn provenance_headers(capacity: usize, provenance: &Provenance<'_>) -> OwnedHeaders {
     let mut out = OwnedHeaders::new_with_capacity(capacity);
     if let Some(trace) = provenance.trace {
-        out = put(out, headers::TRACEPARENT, &trace.to_string());
+        out = put(out, headers::TRACEPARENT, traceparent(trace, &mut [0; 55]));
     }
     if let Some(state) = provenance.tracestate {
         out = put(out, headers::TRACESTATE, state);
@@ -72,16 +118,8 @@ fn judgement_headers(mut out: OwnedHeaders, judgement: &Judgement<'_>) -> OwnedH
     out = put(out, headers::SCHEMA, judgement.schema);
     out = put(out, headers::DQ, judgement.verdict.as_str());
     out = put(out, headers::DQ_RULESET, judgement.ruleset);
-    out = put(
-        out,
-        headers::EVENT_TIME,
-        &judgement.event_time_ms.to_string(),
-    );
-    put(
-        out,
-        headers::INGEST_TIME,
-        &judgement.ingest_time_ms.to_string(),
-    )
+    out = put_decimal(out, headers::EVENT_TIME, judgement.event_time_ms);
+    put_decimal(out, headers::INGEST_TIME, judgement.ingest_time_ms)
 }
 
 /// A `pass` record for `mesh.<dataset>`.
@@ -162,7 +200,7 @@ pub fn dlq_record<'h>(
     // Header values are bounded so a huge error text cannot make the DLQ record undeliverable.
     let error: String = rejection.error.chars().take(4096).collect();
     out = put(out, headers::ERROR, &error);
-    out = put(out, headers::FAILED_AT, &rejection.failed_at_ms.to_string());
+    out = put_decimal(out, headers::FAILED_AT, rejection.failed_at_ms);
     OutboundRecord {
         kind: OutputKind::DeadLetter,
         topic: topics::dlq(source_topic),
@@ -266,12 +304,8 @@ pub fn dlq_dq_event_record(
     let payload = serde_json::to_vec(&body).unwrap_or_default();
     let mut out = provenance_headers(7, provenance);
     out = put(out, headers::ERROR_KIND, rejection.kind.as_str());
-    out = put(out, headers::EVENT_TIME, &event_time_ms.to_string());
-    out = put(
-        out,
-        headers::INGEST_TIME,
-        &rejection.failed_at_ms.to_string(),
-    );
+    out = put_decimal(out, headers::EVENT_TIME, event_time_ms);
+    out = put_decimal(out, headers::INGEST_TIME, rejection.failed_at_ms);
     out = put(out, "content-type", "application/json");
     OutboundRecord {
         kind: OutputKind::DqEvent,
@@ -307,6 +341,27 @@ mod tests {
             observed: Some("-1".into()),
         };
         (trace, vec![violation])
+    }
+
+    #[test]
+    fn stack_formatting_matches_display() {
+        let mut contexts = vec![
+            TraceContext::parse("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01")
+                .expect("valid"),
+            TraceContext::parse("00-ffffffffffffffffffffffffffffff0f-00000000000000a0-00")
+                .expect("valid"),
+        ];
+        for _ in 0..50 {
+            let root = TraceContext::new_root();
+            contexts.push(root.child());
+            contexts.push(root);
+        }
+        for trace in &contexts {
+            assert_eq!(traceparent(trace, &mut [0; 55]), trace.to_string());
+        }
+        for value in [0, 7, -7, 10, 1_790_000_000_123, i64::MAX, i64::MIN, -1000] {
+            assert_eq!(decimal(value, &mut [0; 20]), value.to_string());
+        }
     }
 
     #[test]
