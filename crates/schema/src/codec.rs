@@ -4,50 +4,17 @@
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
-use apache_avro::reader::datum::GenericDatumReader;
 use apache_avro::types::Value as AvroValue;
 use serde_json::Value as JsonValue;
 
 use crate::wire::{self, SchemaReference};
 use crate::{RegistryClient, Result, SchemaDefinition, SchemaError, SchemaType};
 
-/// A schema made ready for decoding: parsed Avro with its named types resolved, or a compiled
-/// JSON Schema validator.
+/// A schema made ready for decoding: parsed Avro, or a compiled JSON Schema validator.
 #[derive(Debug)]
 pub enum CompiledSchema {
-    Avro(CompiledAvro),
+    Avro(apache_avro::Schema),
     Json(jsonschema::Validator),
-}
-
-/// A parsed Avro schema and a datum reader over it whose named types (records, enums, fixed)
-/// are resolved once here, not on every record: resolving them per call was a large share of a
-/// consumer's CPU.
-pub struct CompiledAvro {
-    schema: &'static apache_avro::Schema,
-    reader: GenericDatumReader<'static>,
-}
-
-impl CompiledAvro {
-    fn new(schema: apache_avro::Schema) -> std::result::Result<Self, apache_avro::Error> {
-        // The reader borrows its schema and apache_avro has no owning variant of it; compiled
-        // schemas live as long as the process in the decoder's cache (one per registry id,
-        // never evicted), so the schema is leaked rather than re-resolved per record.
-        let schema: &'static apache_avro::Schema = Box::leak(Box::new(schema));
-        let reader = GenericDatumReader::builder(schema).build()?;
-        Ok(Self { schema, reader })
-    }
-
-    pub fn schema(&self) -> &apache_avro::Schema {
-        self.schema
-    }
-}
-
-impl std::fmt::Debug for CompiledAvro {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("CompiledAvro")
-            .field("schema", self.schema)
-            .finish_non_exhaustive()
-    }
 }
 
 impl CompiledSchema {
@@ -58,7 +25,6 @@ impl CompiledSchema {
         };
         match definition.schema_type {
             SchemaType::Avro => apache_avro::Schema::parse_str(&definition.schema)
-                .and_then(CompiledAvro::new)
                 .map(Self::Avro)
                 .map_err(|e| invalid(e.to_string())),
             SchemaType::Json => {
@@ -75,11 +41,12 @@ impl CompiledSchema {
     pub fn decode_body(&self, id: u32, body: &[u8]) -> Result<DecodedPayload> {
         let mismatch = |reason: String| SchemaError::BodyMismatch { id, reason };
         match self {
-            Self::Avro(avro) => {
+            Self::Avro(schema) => {
                 let mut rest = body;
-                let value = avro
-                    .reader
-                    .read_value(&mut rest)
+                // The replacement (`GenericDatumReader`) borrows the schema, which a cache of owned
+                // schemas cannot hold; this wrapper builds the same reader per call.
+                #[expect(deprecated)]
+                let value = apache_avro::from_avro_datum(schema, &mut rest, None)
                     .map_err(|e| mismatch(e.to_string()))?;
                 if !rest.is_empty() {
                     return Err(mismatch(format!(
@@ -210,9 +177,7 @@ impl Decoder {
 
 /// Frames an Avro value written with `schema` under `id`.
 pub fn encode_avro(id: u32, schema: &apache_avro::Schema, value: AvroValue) -> Result<Vec<u8>> {
-    // The writer-side replacement borrows the schema the same way; encoding is for tests and
-    // the demo producer, not a hot path.
-    #[expect(deprecated)]
+    #[expect(deprecated)] // same reason as `from_avro_datum` above
     let body = apache_avro::to_avro_datum(schema, value).map_err(|e| SchemaError::Encode {
         id,
         reason: e.to_string(),
