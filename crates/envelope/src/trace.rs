@@ -115,12 +115,20 @@ fn decode_hex<const N: usize>(s: &str) -> Option<[u8; N]> {
 }
 
 fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut out = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        out.push(char::from(DIGITS[usize::from(b >> 4)]));
+        out.push(char::from(DIGITS[usize::from(b & 0x0f)]));
+    }
+    out
 }
 
 fn nonzero_random<const N: usize>() -> [u8; N] {
     loop {
-        let candidate: [u8; N] = std::array::from_fn(|_| rand::random());
+        // One draw from the thread-local generator fills the array (ids are at most 16 bytes).
+        let mut candidate = [0u8; N];
+        rand::fill(&mut candidate[..]);
         if candidate != [0; N] {
             return candidate;
         }
