@@ -414,38 +414,10 @@ impl TransactionalPipeline {
             None
         };
         let instance = config.instance_id();
-        let mut consumer_config = ClientConfig::new();
-        consumer_config
-            .set("bootstrap.servers", &config.kafka.bootstrap_servers)
-            .set("group.id", &config.kafka.group_id)
-            .set("client.id", &instance)
-            .set("partition.assignment.strategy", "cooperative-sticky")
-            .set("isolation.level", "read_committed")
-            .set("enable.auto.commit", "false")
-            .set("enable.auto.offset.store", "false")
-            .set("auto.offset.reset", "earliest")
-            .set(
-                "session.timeout.ms",
-                config.kafka.session_timeout.as_millis().to_string(),
-            )
-            .set(
-                "heartbeat.interval.ms",
-                (config.kafka.session_timeout.as_millis() / 6)
-                    .max(100)
-                    .to_string(),
-            )
-            .set(
-                "queued.max.messages.kbytes",
-                config.limits.fetch_queue_kbytes.to_string(),
-            )
-            // Feeds summit_consumer_lag (see AssignmentTracker::stats).
-            .set(
-                "statistics.interval.ms",
-                config.admin.lag_interval.as_millis().max(100).to_string(),
-            );
-        for (key, value) in &config.kafka.consumer_properties {
-            consumer_config.set(key, value);
-        }
+        let mut consumer_config = crate::pipeline::source_consumer_config(&config);
+        // Set after the user's properties: this mode is only exactly-once when the consumer skips
+        // aborted data.
+        consumer_config.set("isolation.level", "read_committed");
         let consumer: StreamConsumer<AssignmentTracker> = consumer_config
             .create_with_context(AssignmentTracker::default())
             .map_err(|source| TransactionError::Client {

@@ -143,37 +143,7 @@ impl Pipeline {
             limits.max_in_flight_bytes,
         )));
         let instance = config.instance_id();
-        let mut consumer_config = ClientConfig::new();
-        consumer_config
-            .set("bootstrap.servers", &config.kafka.bootstrap_servers)
-            .set("group.id", &config.kafka.group_id)
-            .set("client.id", &instance)
-            .set("partition.assignment.strategy", "cooperative-sticky")
-            .set("enable.auto.commit", "false")
-            .set("enable.auto.offset.store", "false")
-            .set("auto.offset.reset", "earliest")
-            .set(
-                "session.timeout.ms",
-                config.kafka.session_timeout.as_millis().to_string(),
-            )
-            .set(
-                "heartbeat.interval.ms",
-                (config.kafka.session_timeout.as_millis() / 6)
-                    .max(100)
-                    .to_string(),
-            )
-            .set(
-                "queued.max.messages.kbytes",
-                limits.fetch_queue_kbytes.to_string(),
-            )
-            // Feeds summit_consumer_lag (see RebalanceHandler::stats).
-            .set(
-                "statistics.interval.ms",
-                config.admin.lag_interval.as_millis().max(100).to_string(),
-            );
-        for (key, value) in &config.kafka.consumer_properties {
-            consumer_config.set(key, value);
-        }
+        let consumer_config = source_consumer_config(&config);
         let consumer: StreamConsumer<RebalanceHandler> = consumer_config
             .create_with_context(RebalanceHandler::new(
                 finalizer.clone(),
@@ -887,6 +857,46 @@ fn parse_trace<'a>(
         std::str::from_utf8(bytes).map_err(|_| "traceparent header is not UTF-8".to_owned())?;
     let parent = TraceContext::parse(text).map_err(|e| e.to_string())?;
     Ok((Some(parent), state))
+}
+
+/// The source consumer's client config, shared by both delivery modes (exactly_once adds
+/// `isolation.level=read_committed`): manual offset store and commit, cooperative-sticky, the
+/// fetch queue capped by `limits.fetch_queue_kbytes`, statistics for the lag metric, then the
+/// user's `kafka.consumer_properties` (which win).
+pub(crate) fn source_consumer_config(config: &Config) -> ClientConfig {
+    let instance = config.instance_id();
+    let mut consumer_config = ClientConfig::new();
+    consumer_config
+        .set("bootstrap.servers", &config.kafka.bootstrap_servers)
+        .set("group.id", &config.kafka.group_id)
+        .set("client.id", &instance)
+        .set("partition.assignment.strategy", "cooperative-sticky")
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set("auto.offset.reset", "earliest")
+        .set(
+            "session.timeout.ms",
+            config.kafka.session_timeout.as_millis().to_string(),
+        )
+        .set(
+            "heartbeat.interval.ms",
+            (config.kafka.session_timeout.as_millis() / 6)
+                .max(100)
+                .to_string(),
+        )
+        .set(
+            "queued.max.messages.kbytes",
+            config.limits.fetch_queue_kbytes.to_string(),
+        )
+        // Feeds summit_consumer_lag (see RebalanceHandler::stats and AssignmentTracker::stats).
+        .set(
+            "statistics.interval.ms",
+            config.admin.lag_interval.as_millis().max(100).to_string(),
+        );
+    for (key, value) in &config.kafka.consumer_properties {
+        consumer_config.set(key, value);
+    }
+    consumer_config
 }
 
 #[cfg(test)]
