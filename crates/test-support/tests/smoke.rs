@@ -201,6 +201,70 @@ mod kinesis {
         );
     }
 
+    /// kinesalite is the bulk-throughput stand-in (no fan-out): the same polling calls must work.
+    #[tokio::test]
+    async fn kinesalite_serves_the_polling_path() {
+        let endpoints = Endpoints::from_env();
+        let client = kinesis::kinesalite_client(&endpoints).await;
+        let stream = kinesis::create_stream(&client, "smoke-bulk", 2)
+            .await
+            .expect("stream");
+        let entries: Vec<_> = (0..50)
+            .map(|i| {
+                PutRecordsRequestEntry::builder()
+                    .data(Blob::new(format!("bulk-{i}")))
+                    .partition_key(format!("pk-{i}"))
+                    .build()
+                    .expect("entry")
+            })
+            .collect();
+        let put = client
+            .put_records()
+            .stream_name(&stream)
+            .set_records(Some(entries))
+            .send()
+            .await
+            .expect("PutRecords");
+        assert_eq!(put.failed_record_count, Some(0));
+
+        // Both shards polled from the start together hold exactly what was written.
+        let shards = client
+            .list_shards()
+            .stream_name(&stream)
+            .send()
+            .await
+            .expect("ListShards");
+        assert_eq!(shards.shards().len(), 2);
+        let mut bodies = Vec::new();
+        for shard in shards.shards() {
+            let iterator = client
+                .get_shard_iterator()
+                .stream_name(&stream)
+                .shard_id(shard.shard_id())
+                .shard_iterator_type(ShardIteratorType::TrimHorizon)
+                .send()
+                .await
+                .expect("GetShardIterator")
+                .shard_iterator
+                .expect("iterator");
+            let got = client
+                .get_records()
+                .shard_iterator(iterator)
+                .send()
+                .await
+                .expect("GetRecords");
+            bodies.extend(
+                got.records()
+                    .iter()
+                    .map(|r| String::from_utf8_lossy(r.data().as_ref()).into_owned()),
+            );
+        }
+        bodies.sort();
+        let mut expected: Vec<String> = (0..50).map(|i| format!("bulk-{i}")).collect();
+        expected.sort();
+        assert_eq!(bodies, expected);
+    }
+
     #[tokio::test]
     async fn subscribe_to_shard_receives_a_live_record() {
         let endpoints = Endpoints::from_env();
