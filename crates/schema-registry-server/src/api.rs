@@ -1,12 +1,13 @@
 //! The HTTP handlers of the registry API subset in `schema-registry-api.md`.
 
 use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
 
-use axum::Json;
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
 use axum::routing::{get, post};
+use axum::{Extension, Json};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use sqlx::PgPool;
@@ -17,6 +18,13 @@ use crate::error::ApiError;
 use crate::store::{self, StoredSchema, StoredVersion};
 
 type ApiResult = Result<Json<Value>, ApiError>;
+
+/// `GET /schemas/ids/{id}` answers by id, the call every consumer makes per unknown id. An id
+/// names one schema forever (the `schemas` table is append-only: deletes only hide subject
+/// versions), so an answer can be kept for the life of the process without invalidation. It
+/// grows with the number of distinct schemas, which a registry keeps small.
+#[derive(Debug, Default)]
+pub(crate) struct SchemaByIdCache(RwLock<HashMap<i32, Value>>);
 type Params = Query<HashMap<String, String>>;
 
 pub(crate) fn routes(pool: PgPool) -> Router {
@@ -54,6 +62,7 @@ pub(crate) fn routes(pool: PgPool) -> Router {
                 .put(put_subject_config)
                 .delete(delete_subject_config),
         )
+        .layer(Extension(Arc::new(SchemaByIdCache::default())))
         .with_state(pool)
 }
 
@@ -117,12 +126,24 @@ fn parse_id(text: &str) -> Result<i32, ApiError> {
     text.parse().map_err(|_| ApiError::schema_not_found(text))
 }
 
-async fn schema_by_id(State(pool): State<PgPool>, Path(id): Path<String>) -> ApiResult {
+async fn schema_by_id(
+    State(pool): State<PgPool>,
+    Extension(cache): Extension<Arc<SchemaByIdCache>>,
+    Path(id): Path<String>,
+) -> ApiResult {
     let id = parse_id(&id)?;
+    // A poisoned lock only means another request panicked mid-insert: skip the cache then.
+    if let Some(body) = cache.0.read().ok().and_then(|c| c.get(&id).cloned()) {
+        return Ok(Json(body));
+    }
     let schema = store::schema_by_id(&pool, id)
         .await?
         .ok_or_else(|| ApiError::schema_not_found(id))?;
-    Ok(Json(schema_body(&schema)))
+    let body = schema_body(&schema);
+    if let Ok(mut cache) = cache.0.write() {
+        cache.insert(id, body.clone());
+    }
+    Ok(Json(body))
 }
 
 async fn schema_by_guid(State(pool): State<PgPool>, Path(guid): Path<String>) -> ApiResult {
