@@ -141,18 +141,17 @@ mod kinesis {
     };
     use summit_test_support::{kinesis, unique_name};
 
-    #[tokio::test]
-    async fn put_records_then_get_records() {
-        let endpoints = Endpoints::from_env();
-        let client = kinesis::client(&endpoints).await;
-        let stream = kinesis::create_stream(&client, "smoke-poll", 1)
-            .await
-            .expect("stream");
-
-        let entries: Vec<_> = (0..5)
+    /// PutRecords `count` records `<prefix>-<i>` and checks none failed.
+    async fn put_numbered(
+        client: &aws_sdk_kinesis::Client,
+        stream: &str,
+        prefix: &str,
+        count: usize,
+    ) {
+        let entries: Vec<_> = (0..count)
             .map(|i| {
                 PutRecordsRequestEntry::builder()
-                    .data(Blob::new(format!("record-{i}")))
+                    .data(Blob::new(format!("{prefix}-{i}")))
                     .partition_key(format!("pk-{i}"))
                     .build()
                     .expect("entry")
@@ -160,86 +159,27 @@ mod kinesis {
             .collect();
         let put = client
             .put_records()
-            .stream_name(&stream)
+            .stream_name(stream)
             .set_records(Some(entries))
             .send()
             .await
             .expect("PutRecords");
         assert_eq!(put.failed_record_count, Some(0));
-
-        let shards = client
-            .list_shards()
-            .stream_name(&stream)
-            .send()
-            .await
-            .expect("ListShards");
-        let shard_id = shards.shards()[0].shard_id().to_owned();
-        let iterator = client
-            .get_shard_iterator()
-            .stream_name(&stream)
-            .shard_id(&shard_id)
-            .shard_iterator_type(ShardIteratorType::TrimHorizon)
-            .send()
-            .await
-            .expect("GetShardIterator")
-            .shard_iterator
-            .expect("iterator");
-        let got = client
-            .get_records()
-            .shard_iterator(iterator)
-            .send()
-            .await
-            .expect("GetRecords");
-        let bodies: Vec<String> = got
-            .records()
-            .iter()
-            .map(|r| String::from_utf8_lossy(r.data().as_ref()).into_owned())
-            .collect();
-        assert_eq!(
-            bodies,
-            (0..5).map(|i| format!("record-{i}")).collect::<Vec<_>>()
-        );
     }
 
-    /// kinesalite is the bulk-throughput stand-in (no fan-out): the same polling calls must work.
-    #[tokio::test]
-    async fn kinesalite_serves_the_polling_path() {
-        let endpoints = Endpoints::from_env();
-        let client = kinesis::kinesalite_client(&endpoints).await;
-        let stream = kinesis::create_stream(&client, "smoke-bulk", 2)
-            .await
-            .expect("stream");
-        let entries: Vec<_> = (0..50)
-            .map(|i| {
-                PutRecordsRequestEntry::builder()
-                    .data(Blob::new(format!("bulk-{i}")))
-                    .partition_key(format!("pk-{i}"))
-                    .build()
-                    .expect("entry")
-            })
-            .collect();
-        let put = client
-            .put_records()
-            .stream_name(&stream)
-            .set_records(Some(entries))
-            .send()
-            .await
-            .expect("PutRecords");
-        assert_eq!(put.failed_record_count, Some(0));
-
-        // Both shards polled from the start together hold exactly what was written.
+    /// Every shard's records from TRIM_HORIZON (one GetRecords each), shard by shard.
+    async fn read_every_shard(client: &aws_sdk_kinesis::Client, stream: &str) -> Vec<String> {
         let shards = client
             .list_shards()
-            .stream_name(&stream)
+            .stream_name(stream)
             .send()
             .await
             .expect("ListShards");
-        assert_eq!(shards.shards().len(), 2);
         let mut bodies = Vec::new();
         for shard in shards.shards() {
             let iterator = client
                 .get_shard_iterator()
-                .stream_name(&stream)
+                .stream_name(stream)
                 .shard_id(shard.shard_id())
                 .shard_iterator_type(ShardIteratorType::TrimHorizon)
                 .send()
@@ -259,6 +199,35 @@ mod kinesis {
                     .map(|r| String::from_utf8_lossy(r.data().as_ref()).into_owned()),
             );
         }
+        bodies
+    }
+
+    #[tokio::test]
+    async fn put_records_then_get_records() {
+        let endpoints = Endpoints::from_env();
+        let client = kinesis::client(&endpoints).await;
+        let stream = kinesis::create_stream(&client, "smoke-poll", 1)
+            .await
+            .expect("stream");
+        put_numbered(&client, &stream, "record", 5).await;
+        // One shard: the order of writing is kept.
+        assert_eq!(
+            read_every_shard(&client, &stream).await,
+            (0..5).map(|i| format!("record-{i}")).collect::<Vec<_>>()
+        );
+    }
+
+    /// kinesalite is the bulk-throughput stand-in (no fan-out): the same polling calls must work.
+    #[tokio::test]
+    async fn kinesalite_serves_the_polling_path() {
+        let endpoints = Endpoints::from_env();
+        let client = kinesis::kinesalite_client(&endpoints).await;
+        let stream = kinesis::create_stream(&client, "smoke-bulk", 2)
+            .await
+            .expect("stream");
+        put_numbered(&client, &stream, "bulk", 50).await;
+        // Two shards together hold exactly what was written.
+        let mut bodies = read_every_shard(&client, &stream).await;
         bodies.sort();
         let mut expected: Vec<String> = (0..50).map(|i| format!("bulk-{i}")).collect();
         expected.sort();
