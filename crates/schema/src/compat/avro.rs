@@ -203,6 +203,23 @@ fn is_named_definition(object: &serde_json::Map<String, Value>) -> bool {
     ) && object.get("name").is_some_and(Value::is_string)
 }
 
+/// The full name a named definition (record, error, enum, fixed) declares, or `None` for any
+/// other JSON object.
+fn definition_full_name(
+    object: &serde_json::Map<String, Value>,
+    enclosing: &str,
+) -> Option<String> {
+    if !is_named_definition(object) {
+        return None;
+    }
+    let name = object
+        .get("name")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    let namespace = object.get("namespace").and_then(Value::as_str);
+    Some(full_name(name, namespace, enclosing))
+}
+
 /// Maps each reader alias (full name) to the reader type's full name.
 fn collect_reader_aliases(json: &Value, enclosing: &str, aliases: &mut HashMap<String, String>) {
     match json {
@@ -213,13 +230,7 @@ fn collect_reader_aliases(json: &Value, enclosing: &str, aliases: &mut HashMap<S
         }
         Value::Object(object) => {
             let mut inner_namespace = enclosing.to_owned();
-            if is_named_definition(object) {
-                let name = object
-                    .get("name")
-                    .and_then(Value::as_str)
-                    .unwrap_or_default();
-                let namespace = object.get("namespace").and_then(Value::as_str);
-                let full = full_name(name, namespace, enclosing);
+            if let Some(full) = definition_full_name(object, enclosing) {
                 inner_namespace = namespace_of(&full).to_owned();
                 for alias in object
                     .get("aliases")
@@ -257,13 +268,7 @@ fn rename_writer(json: &mut Value, enclosing: &str, aliases: &HashMap<String, St
         }
         Value::Object(object) => {
             let mut inner_namespace = enclosing.to_owned();
-            if is_named_definition(object) {
-                let name = object
-                    .get("name")
-                    .and_then(Value::as_str)
-                    .unwrap_or_default();
-                let namespace = object.get("namespace").and_then(Value::as_str);
-                let full = full_name(name, namespace, enclosing);
+            if let Some(full) = definition_full_name(object, enclosing) {
                 // Nested definitions keep resolving in the writer's original namespace.
                 inner_namespace = namespace_of(&full).to_owned();
                 if let Some(target) = aliases.get(&full) {
