@@ -19,7 +19,6 @@ use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::message::{Headers, Message};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use rdkafka::{Offset, TopicPartitionList};
 use summit_envelope::{SourceCoordinates, event_id, headers, topics};
@@ -27,7 +26,7 @@ use summit_lineage::RunEvent;
 use summit_test_support::{Endpoints, kafka, unique_name};
 
 mod common;
-use common::{Service, admin_addr, http_get, metric, scrape_until, tail};
+use common::{Output, Service, admin_addr, http_get, metric, read_topics, scrape_until, tail};
 
 const CLUSTER: &str = "test";
 const BINARY: &str = env!("CARGO_BIN_EXE_kafka-consumer");
@@ -183,75 +182,20 @@ async fn send_mix(
     sent
 }
 
-struct Output {
-    topic: String,
-    payload: Vec<u8>,
-    headers: HashMap<String, String>,
-}
-
-impl Output {
-    fn header(&self, name: &str) -> &str {
-        self.headers.get(name).map_or("", String::as_str)
-    }
-}
-
 /// Reads `topics` from the beginning (read_committed, which tansu does not enforce) until
 /// `done` holds or `timeout`.
 fn read_outputs(
     topics: &[String],
     timeout: Duration,
-    mut done: impl FnMut(&[Output]) -> bool,
+    done: impl FnMut(&[Output]) -> bool,
 ) -> Vec<Output> {
-    let consumer: BaseConsumer = kafka::client_config(&Endpoints::from_env())
-        .set("group.id", unique_name("reader"))
-        .set("enable.auto.commit", "false")
-        .set("isolation.level", "read_committed")
-        .create()
-        .expect("reader");
-    let mut list = TopicPartitionList::new();
-    for topic in topics {
-        let metadata = consumer
-            .fetch_metadata(Some(topic), Duration::from_secs(10))
-            .expect("metadata");
-        for t in metadata.topics() {
-            for p in t.partitions() {
-                list.add_partition_offset(topic, p.id(), Offset::Beginning)
-                    .expect("offset");
-            }
-        }
-    }
-    consumer.assign(&list).expect("assign");
-    let deadline = Instant::now() + timeout;
-    let mut out = Vec::new();
-    let mut last_check = Instant::now();
-    while Instant::now() < deadline {
-        if let Some(Ok(message)) = consumer.poll(Duration::from_millis(100)) {
-            let headers = message
-                .headers()
-                .map(|h| {
-                    h.iter()
-                        .map(|h| {
-                            (
-                                h.key.to_owned(),
-                                String::from_utf8_lossy(h.value.unwrap_or_default()).into_owned(),
-                            )
-                        })
-                        .collect()
-                })
-                .unwrap_or_default();
-            out.push(Output {
-                topic: message.topic().to_owned(),
-                payload: message.payload().unwrap_or_default().to_vec(),
-                headers,
-            });
-        } else if last_check.elapsed() > Duration::from_millis(300) {
-            last_check = Instant::now();
-            if done(&out) {
-                break;
-            }
-        }
-    }
-    out
+    read_topics(
+        &Endpoints::from_env(),
+        topics,
+        "read_committed",
+        timeout,
+        done,
+    )
 }
 
 fn output_topics(setup: &Setup) -> Vec<String> {

@@ -14,7 +14,7 @@ use axum::Json;
 use axum::extract::State;
 use rand::Rng;
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
+use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{Offset, TopicPartitionList};
 use schema_registry_server::RunningRegistry;
@@ -25,7 +25,9 @@ use summit_test_support::postgres::TestDatabase;
 use summit_test_support::{Endpoints, kafka, unique_name};
 
 mod common;
-use common::{Service, admin_addr, admin_addrs, http_get, metric, scrape_until, tail};
+use common::{
+    Output, Service, admin_addr, admin_addrs, http_get, metric, read_topics, scrape_until, tail,
+};
 
 const CLUSTER: &str = "test";
 const BINARY: &str = env!("CARGO_BIN_EXE_kafka-consumer");
@@ -181,21 +183,6 @@ fn source_id(topic: &str, partition: i32, offset: i64) -> String {
     .to_string()
 }
 
-/// One output record as read back.
-#[derive(Debug, Clone)]
-struct Output {
-    topic: String,
-    payload: Vec<u8>,
-    headers: HashMap<String, String>,
-    timestamp: Option<i64>,
-}
-
-impl Output {
-    fn header(&self, name: &str) -> &str {
-        self.headers.get(name).map_or("", String::as_str)
-    }
-}
-
 /// Reads `topics` from the beginning until `done` holds for what was read, or `timeout`.
 fn read_outputs(
     topics: &[String],
@@ -209,63 +196,13 @@ fn read_outputs_from(
     endpoints: &Endpoints,
     topics: &[String],
     timeout: Duration,
-    mut done: impl FnMut(&[Output]) -> bool,
+    done: impl FnMut(&[Output]) -> bool,
 ) -> Vec<Output> {
     // read_uncommitted: dq.events and lineage.events are shared by every test, and the
     // exactly_once tests leave aborted or fenced transactions on them. tansu then holds the last
     // stable offset back, and a read_committed reader (librdkafka's default) sees nothing past it
     // — while effectively_once writes no transactions, so nothing here needs the filter.
-    let consumer: BaseConsumer = kafka::client_config(endpoints)
-        .set("group.id", unique_name("reader"))
-        .set("enable.auto.commit", "false")
-        .set("isolation.level", "read_uncommitted")
-        .create()
-        .expect("reader");
-    let mut list = TopicPartitionList::new();
-    for topic in topics {
-        let metadata = consumer
-            .fetch_metadata(Some(topic), Duration::from_secs(10))
-            .expect("metadata");
-        for t in metadata.topics() {
-            for p in t.partitions() {
-                list.add_partition_offset(topic, p.id(), Offset::Beginning)
-                    .expect("offset");
-            }
-        }
-    }
-    consumer.assign(&list).expect("assign");
-    let deadline = Instant::now() + timeout;
-    let mut out = Vec::new();
-    let mut last_check = Instant::now();
-    while Instant::now() < deadline {
-        if let Some(Ok(message)) = consumer.poll(Duration::from_millis(100)) {
-            let headers = message
-                .headers()
-                .map(|h| {
-                    h.iter()
-                        .map(|h| {
-                            (
-                                h.key.to_owned(),
-                                String::from_utf8_lossy(h.value.unwrap_or_default()).into_owned(),
-                            )
-                        })
-                        .collect()
-                })
-                .unwrap_or_default();
-            out.push(Output {
-                topic: message.topic().to_owned(),
-                payload: message.payload().unwrap_or_default().to_vec(),
-                headers,
-                timestamp: message.timestamp().to_millis(),
-            });
-        } else if last_check.elapsed() > Duration::from_millis(300) {
-            last_check = Instant::now();
-            if done(&out) {
-                break;
-            }
-        }
-    }
-    out
+    read_topics(endpoints, topics, "read_uncommitted", timeout, done)
 }
 
 fn output_topics(setup: &Setup) -> Vec<String> {

@@ -4,9 +4,15 @@
 // Each test binary compiles this module on its own and uses a different subset of it.
 #![allow(dead_code)]
 
+use std::collections::HashMap;
 use std::path::Path;
 use std::process::Child;
 use std::time::{Duration, Instant};
+
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::{Headers, Message};
+use rdkafka::{Offset, TopicPartitionList};
+use summit_test_support::{Endpoints, kafka, unique_name};
 
 /// The admin address the service logs once its port is bound.
 pub(crate) async fn admin_addr(log: &Path) -> std::net::SocketAddr {
@@ -109,4 +115,81 @@ impl Drop for Service {
             let _ = self.0.wait();
         }
     }
+}
+
+/// One output record as read back.
+#[derive(Debug, Clone)]
+pub(crate) struct Output {
+    pub(crate) topic: String,
+    pub(crate) payload: Vec<u8>,
+    pub(crate) headers: HashMap<String, String>,
+    pub(crate) timestamp: Option<i64>,
+}
+
+impl Output {
+    pub(crate) fn header(&self, name: &str) -> &str {
+        self.headers.get(name).map_or("", String::as_str)
+    }
+}
+
+/// Reads every partition of `topics` from the beginning with `isolation`
+/// (`read_committed` | `read_uncommitted`) until `done` holds for what was read, or `timeout`.
+pub(crate) fn read_topics(
+    endpoints: &Endpoints,
+    topics: &[String],
+    isolation: &str,
+    timeout: Duration,
+    mut done: impl FnMut(&[Output]) -> bool,
+) -> Vec<Output> {
+    let consumer: BaseConsumer = kafka::client_config(endpoints)
+        .set("group.id", unique_name("reader"))
+        .set("enable.auto.commit", "false")
+        .set("isolation.level", isolation)
+        .create()
+        .expect("reader");
+    let mut list = TopicPartitionList::new();
+    for topic in topics {
+        let metadata = consumer
+            .fetch_metadata(Some(topic), Duration::from_secs(10))
+            .expect("metadata");
+        for t in metadata.topics() {
+            for p in t.partitions() {
+                list.add_partition_offset(topic, p.id(), Offset::Beginning)
+                    .expect("offset");
+            }
+        }
+    }
+    consumer.assign(&list).expect("assign");
+    let deadline = Instant::now() + timeout;
+    let mut out = Vec::new();
+    let mut last_check = Instant::now();
+    while Instant::now() < deadline {
+        if let Some(Ok(message)) = consumer.poll(Duration::from_millis(100)) {
+            let headers = message
+                .headers()
+                .map(|h| {
+                    h.iter()
+                        .map(|h| {
+                            (
+                                h.key.to_owned(),
+                                String::from_utf8_lossy(h.value.unwrap_or_default()).into_owned(),
+                            )
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            out.push(Output {
+                topic: message.topic().to_owned(),
+                payload: message.payload().unwrap_or_default().to_vec(),
+                headers,
+                timestamp: message.timestamp().to_millis(),
+            });
+        } else if last_check.elapsed() > Duration::from_millis(300) {
+            last_check = Instant::now();
+            if done(&out) {
+                break;
+            }
+        }
+    }
+    out
 }
