@@ -338,6 +338,15 @@ pub struct RouteConfig {
     /// values, no registry.
     #[serde(default)]
     pub subject: Option<String>,
+    /// The value schema this route's rules and downstream readers were written against
+    /// (`.avsc` Avro, `.json` JSON Schema; relative to the config file). When set, start-up
+    /// refuses a registry whose latest version of `subject` it cannot follow.
+    #[serde(default)]
+    pub schema_file: Option<PathBuf>,
+    /// Level of that start-up check (the file plays the new version). Default BACKWARD: the
+    /// built schema must read what producers register.
+    #[serde(default)]
+    pub schema_compatibility: Option<summit_schema::CompatibilityLevel>,
     /// dq-rules rule set file (relative to the config file).
     pub rules: PathBuf,
 }
@@ -512,6 +521,28 @@ impl Config {
                     .map_err(|e| ConfigError::invalid(key("topic_pattern"), e))?;
             }
             nonempty(&key("dataset"), &route.dataset)?;
+            if route.subject.is_none()
+                && (route.schema_file.is_some() || route.schema_compatibility.is_some())
+            {
+                let field = if route.schema_file.is_some() {
+                    "schema_file"
+                } else {
+                    "schema_compatibility"
+                };
+                return Err(ConfigError::invalid(
+                    key(field),
+                    format!("needs {} (the registry subject to check)", key("subject")),
+                ));
+            }
+            if let Some(file) = &route.schema_file {
+                let path = self.resolve_path(file);
+                if !path.is_file() {
+                    return Err(ConfigError::invalid(
+                        key("schema_file"),
+                        format!("{}: no such file", path.display()),
+                    ));
+                }
+            }
             if let Some(subject) = &route.subject {
                 nonempty(&key("subject"), subject)?;
                 if self.schema_registry.is_none() {
@@ -557,7 +588,12 @@ impl Config {
     }
 
     pub fn rules_path(&self, route: &RouteConfig) -> PathBuf {
-        self.base_dir.join(&route.rules)
+        self.resolve_path(&route.rules)
+    }
+
+    /// A path from the config file, relative to the file's folder.
+    pub fn resolve_path(&self, path: &Path) -> PathBuf {
+        self.base_dir.join(path)
     }
 }
 

@@ -4,7 +4,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use dq_rules::{Evaluator, RuleSet};
-use summit_schema::{Decoder, RegistryClient};
+use summit_schema::{Decoder, RegistryClient, SchemaDefinition, SchemaError};
 
 use crate::config::{Config, ConfigError};
 
@@ -29,6 +29,19 @@ impl Route {
 
 /// A source topic's shared name and its route.
 type ResolvedTopic = (Arc<str>, Arc<Route>);
+
+/// A route's `schema_file`: `.avsc` is Avro, `.json` JSON Schema.
+fn read_schema_file(path: &std::path::Path) -> Result<SchemaDefinition, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    match path.extension().and_then(|e| e.to_str()) {
+        Some("avsc") => Ok(SchemaDefinition::avro(text)),
+        Some("json") => Ok(SchemaDefinition::json(text)),
+        _ => Err(format!(
+            "{}: unknown schema type (name it .avsc for Avro or .json for JSON Schema)",
+            path.display()
+        )),
+    }
+}
 
 /// All routes plus the shared decoder; resolves topics with a per-topic cache.
 #[derive(Debug)]
@@ -65,14 +78,31 @@ impl RouteTable {
                 // than dead-lettering every record later.
                 let client = RegistryClient::new(&registry.url)
                     .map_err(|e| ConfigError::invalid("schema_registry.url", e))?;
-                client.latest(subject).await.map_err(|e| {
+                let registry_error = |e: SchemaError| {
                     let key = if e.is_retriable() {
                         "schema_registry.url".to_owned()
                     } else {
                         key("subject")
                     };
                     ConfigError::invalid(key, e)
-                })?;
+                };
+                client.latest(subject).await.map_err(registry_error)?;
+                if let Some(file) = &route.schema_file {
+                    let built = read_schema_file(&config.resolve_path(file))
+                        .map_err(|e| ConfigError::invalid(key("schema_file"), e))?;
+                    let level = route.schema_compatibility.unwrap_or_default();
+                    summit_schema::ensure_registry_compatible(&client, subject, &built, level)
+                        .await
+                        .map_err(|e| {
+                            // The subject answered just above: what fails now is the file
+                            // (unparsable or incompatible) unless the registry went away.
+                            if e.is_retriable() {
+                                registry_error(e)
+                            } else {
+                                ConfigError::invalid(key("schema_file"), e)
+                            }
+                        })?;
+                }
             }
             let pattern = match &route.topic_pattern {
                 Some(pattern) => Some(

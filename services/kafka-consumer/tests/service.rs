@@ -793,12 +793,102 @@ fn bad_config_stops_start_up_naming_the_key() {
             true,
             "schema_registry.url",
         ),
+        (
+            format!(
+                "{base}routes: [{{ topics: [a], dataset: d, rules: rules.yaml, \
+                 schema_file: orders.avsc }}]\n"
+            ),
+            true,
+            "routes[0].schema_file",
+        ),
     ];
     for (text, rules, key) in cases {
         let (code, stderr) = run_bad_config(&text, rules);
         assert_eq!(code, 2, "{key}: {stderr}");
         assert!(stderr.contains(key), "{key} not named in: {stderr}");
     }
+}
+
+/// Issue 4's runtime guard: a route built against a schema that cannot read what the registry
+/// now holds refuses to start, naming the subject, both schemas and the field.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn schema_file_the_registry_cannot_follow_stops_start_up() {
+    let database = TestDatabase::create(&Endpoints::from_env(), "kc_guard")
+        .await
+        .expect("postgres at SUMMIT_POSTGRES_URL");
+    let pool = schema_registry_server::connect(&database.url, 4)
+        .await
+        .expect("migrations run");
+    let registry = RunningRegistry::start("127.0.0.1:0", pool)
+        .await
+        .expect("registry starts");
+    let v1 = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../schemas/orders-value/v1.avsc"
+    ))
+    .expect("schemas/orders-value/v1.avsc");
+    RegistryClient::new(&registry.url)
+        .expect("url")
+        .register("orders-value", &SchemaDefinition::avro(&v1))
+        .await
+        .expect("register v1");
+    // The service's copy needs a field v1 writers never send, with no default.
+    let mut built: serde_json::Value = serde_json::from_str(&v1).expect("v1 is JSON");
+    built["fields"]
+        .as_array_mut()
+        .expect("fields")
+        .push(serde_json::json!({"name": "region", "type": "string"}));
+    let dir = std::env::temp_dir().join(unique_name("guard"));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let built_path = dir.join("orders-built.avsc");
+    std::fs::write(&built_path, built.to_string()).expect("schema file");
+
+    let bootstrap = Endpoints::from_env().kafka_bootstrap;
+    let config = |route_extra: &str| {
+        format!(
+            "kafka: {{ bootstrap_servers: \"{bootstrap}\", group_id: g, cluster_name: c }}\n\
+             schema_registry: {{ url: \"{}\" }}\n\
+             admin: {{ listen: \"127.0.0.1:0\" }}\n\
+             routes: [{{ topics: [a], dataset: d, subject: orders-value, rules: rules.yaml, \
+             {route_extra} }}]\n",
+            registry.url
+        )
+    };
+    let (code, stderr) = run_bad_config(
+        &config(&format!("schema_file: \"{}\"", built_path.display())),
+        true,
+    );
+    assert_eq!(code, 2, "{stderr}");
+    for needle in [
+        "routes[0].schema_file",
+        "orders-value",
+        "summit.demo.Order",
+        "region",
+        "BACKWARD",
+    ] {
+        assert!(stderr.contains(needle), "{needle} not named in: {stderr}");
+    }
+    // NONE accepts anything: the same file no longer stops start-up at the guard (the run
+    // goes on to join the group, so it is killed once past the check).
+    let ok_dir = std::env::temp_dir().join(unique_name("guard-ok"));
+    std::fs::create_dir_all(&ok_dir).expect("dir");
+    std::fs::write(ok_dir.join("rules.yaml"), RULES).expect("rules");
+    let ok_config = ok_dir.join("config.yaml");
+    std::fs::write(
+        &ok_config,
+        config(&format!(
+            "schema_file: \"{}\", schema_compatibility: NONE",
+            built_path.display()
+        )),
+    )
+    .expect("config");
+    let log = ok_dir.join("service.log");
+    let child = spawn_service(&ok_config, &log);
+    let admin = admin_addr(&log).await;
+    let (status, _) = http_get(admin, "/healthz").await;
+    assert_eq!(status, 200, "{}", tail(&log));
+    drop(child);
+    drop(registry);
 }
 
 /// Writes `count` records (1% soft, 0.5% hard, 0.5% poison) while `chaos` kills services.
@@ -1304,7 +1394,11 @@ async fn registry_framed_avro_end_to_end() {
         "avro",
         1,
         &format!("schema_registry:\n  url: \"{}\"\n", registry.url),
-        "subject: orders-value, ",
+        // The start-up guard passes: the registry's latest is the file itself.
+        &format!(
+            "subject: orders-value, schema_file: \"{}/../../schemas/orders-value/v1.avsc\", ",
+            env!("CARGO_MANIFEST_DIR")
+        ),
         AVRO_RULES,
     )
     .await;
