@@ -337,7 +337,16 @@ pub(crate) async fn pipeline_demo(endpoints: &Endpoints) -> Result<()> {
     let mut landed: BTreeMap<Destination, Vec<OwnedMessage>> = BTreeMap::new();
     let mut dq_events: Vec<OwnedMessage> = Vec::new();
     let mut accounted: HashMap<String, Destination> = HashMap::new();
-    while accounted.len() < sent.len() && started.elapsed() < WAIT {
+    // Every record that did not pass also owes a dq.events record, written beside its data
+    // record: keep reading until those are in too, not only until each record has landed.
+    let owed_dq_events = sent
+        .values()
+        .filter(|(order, _, _)| order.expect != Destination::Mesh)
+        .count();
+    let mut dq_event_ids: std::collections::HashSet<String> = std::collections::HashSet::new();
+    while (accounted.len() < sent.len() || dq_event_ids.len() < owed_dq_events)
+        && started.elapsed() < WAIT
+    {
         if let Ok(Some(status)) = child.try_wait() {
             bail!(
                 "kafka-consumer exited early ({status}); see {}",
@@ -355,6 +364,7 @@ pub(crate) async fn pipeline_demo(endpoints: &Endpoints) -> Result<()> {
             continue; // an earlier run's output
         }
         if message.topic() == topics::DQ_EVENTS {
+            dq_event_ids.insert(id.clone());
             dq_events.push(message.clone());
         }
         if let Some(destination) = destination_of(&message) {
