@@ -27,12 +27,17 @@ use apache_avro::Schema;
 use apache_avro::types::Value as Avro;
 use rdkafka::consumer::{BaseConsumer, Consumer, StreamConsumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::message::{BorrowedMessage, Headers, Message};
+use rdkafka::message::{BorrowedMessage, Header, Headers, Message, OwnedHeaders};
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use summit_envelope::{headers, now_millis, topics};
 use summit_schema::{RegistryClient, SchemaDefinition, encode_avro};
 use summit_test_support::{Endpoints, kafka, unique_name};
+
+/// The service binary runs on mimalloc; the raw pipe in this process does too, so the baseline
+/// is not slowed by glibc malloc where the service is not.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 const BINARY: &str = env!("CARGO_BIN_EXE_kafka-consumer");
 const CLUSTER: &str = "bench";
@@ -303,7 +308,10 @@ fn spawn_reader(
             .set("group.id", unique_name("bench-reader"))
             .set("enable.auto.commit", "false")
             // The reader is the measuring instrument: answer as soon as anything is there.
-            .set("fetch.wait.max.ms", "5")
+            .set(
+                "fetch.wait.max.ms",
+                std::env::var("BENCH_READER_WAIT_MS").unwrap_or_else(|_| "5".to_owned()),
+            )
             .create()?;
         let mut list = TopicPartitionList::new();
         for topic in &topics_to_read {
@@ -443,6 +451,13 @@ impl Service {
             .filter_map(|pair| pair.split_once('='))
             .map(|(k, v)| format!("\"{}\": \"{}\"", k.trim(), v.trim()))
             .collect();
+        let producer_properties: Vec<String> = std::env::var("BENCH_PRODUCER_PROPERTIES")
+            .unwrap_or_default()
+            .split(',')
+            .filter_map(|pair| pair.split_once('='))
+            .map(|(k, v)| format!("\"{}\": \"{}\"", k.trim(), v.trim()))
+            .collect();
+        let producer_properties = producer_properties.join(", ");
         std::fs::write(dir.join("rules.yaml"), RULES)?;
         let config = dir.join(format!("{dataset}.yaml"));
         let group = unique_name("bench-service");
@@ -454,6 +469,7 @@ impl Service {
                  admin: {{ listen: \"127.0.0.1:0\" }}\n\
                  kafka: {{ bootstrap_servers: \"{bootstrap}\", group_id: {group}, cluster_name: {CLUSTER}, \
                  consumer_properties: {{ {properties} }} }}\n\
+                 mesh: {{ producer_properties: {{ {producer_properties} }} }}\n\
                  schema_registry: {{ url: \"{registry}\" }}\n\
                  routes:\n  - {{ topics: [{source}], dataset: {dataset}, subject: {subject}, rules: rules.yaml }}\n"
             ),
@@ -463,7 +479,10 @@ impl Service {
         let child = Command::new(BINARY)
             .arg("--config")
             .arg(&config)
-            .env("RUST_LOG", "warn")
+            .env(
+                "RUST_LOG",
+                std::env::var("BENCH_SERVICE_LOG").unwrap_or_else(|_| "warn".to_owned()),
+            )
             // Logs go to stdout, errors before logging starts to stderr: keep both.
             .stdout(log_file.try_clone()?)
             .stderr(log_file)
@@ -510,6 +529,11 @@ async fn create_topics(endpoints: &Endpoints, names: &[String], partitions: i32)
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> Result<()> {
+    // The raw pipe runs as a child process of this binary, like the service, so each side's
+    // CPU time is its own process's (the reader's librdkafka threads live in this one).
+    if let Ok(args) = std::env::var(RAW_PIPE_ROLE) {
+        return raw_pipe_child(&args).await;
+    }
     // `cargo bench` passes `--bench`; a filter argument is not used here.
     let events = env_u64("BENCH_EVENTS", 200_000);
     let partitions = env_u64("BENCH_PARTITIONS", 4) as i32;
@@ -567,7 +591,11 @@ async fn main() -> Result<()> {
         )
         .await?;
     }
-    let _ = std::fs::remove_dir_all(&dir);
+    if std::env::var_os("BENCH_SERVICE_LOG").is_none() {
+        let _ = std::fs::remove_dir_all(&dir);
+    } else {
+        println!("service logs kept in {}", dir.display());
+    }
     // The subject is this run's own; leave the shared registry as it was.
     if let Err(error) = registry.delete_subject(&subject).await {
         println!("note: could not delete registry subject {subject}: {error}");
@@ -583,26 +611,17 @@ async fn throughput(
     service_config: &ServiceConfig<'_>,
 ) -> Result<()> {
     let (source, dataset) = (service_config.source, service_config.dataset);
-    let broker = Tansu::start().await?;
-    let endpoints = broker.endpoints();
     let copy = "bench.raw-copy".to_owned();
-    create_topics(&endpoints, &[source.to_owned(), copy.clone()], partitions).await?;
-    create_topics(&endpoints, &output_topics(source, dataset), 1).await?;
-    let started = Instant::now();
-    let mut sender = Sender::new(producer(&endpoints)?, 100_000);
-    for index in 0..events {
-        let payload = encoder.payload(index)?;
-        let key = format!("c-{}", index % 9973);
-        sender
-            .send(
-                FutureRecord::to(source)
-                    .key(key.as_bytes())
-                    .payload(payload.as_slice()),
-            )
-            .await?;
-    }
-    sender.finish().await?;
-    let load_secs = started.elapsed().as_secs_f64();
+    // Each side gets a fresh broker loaded with the same records: tansu's memory storage only
+    // grows, and a second phase on the first phase's broker ran measurably slower.
+    let (broker, load_secs) = loaded_broker(
+        events,
+        partitions,
+        encoder,
+        source,
+        std::slice::from_ref(&copy),
+    )
+    .await?;
     let mix: Vec<Kind> = (0..events).map(kind_of).collect();
     let count = |k: Kind| mix.iter().filter(|m| **m == k).count();
     println!(
@@ -614,30 +633,32 @@ async fn throughput(
         count(Kind::Poison)
     );
 
-    // Phase 2: raw pipe.
-    let reader = spawn_reader(
-        endpoints.kafka_bootstrap.clone(),
-        vec![copy.clone()],
+    // Phase 2: the raw pipe as the target defines it, then again with the provenance headers
+    // every mesh record carries (DESIGN §3), each on its own freshly loaded broker.
+    let plain = raw_phase(&broker, source, &copy, events, RawHeaders::Source).await?;
+    drop(broker);
+    let (broker, _) = loaded_broker(
         events,
-        Count::Records,
-        Duration::from_secs(300),
-    );
-    let raw_started = Instant::now();
-    let raw_internal = raw_pipe(&endpoints, source, &copy, events).await?;
-    let raw = join_reader(reader)?;
-    let raw_rate = rate_created(raw.accounted, &raw);
-    println!(
-        "raw pipe (StreamConsumer -> FutureProducer, no decode/validate): {} copied; \
-         {raw_rate:.0} events/s (first to last output CreateTime); {:.0} events/s (reader: first \
-         to last copy seen); {raw_internal:.0} events/s (pipe: first receive to last ack); \
-         {:.1} s wall incl. group join; load {}",
-        raw.accounted,
-        rate_seen(raw.accounted, &raw),
-        raw_started.elapsed().as_secs_f64(),
-        load_average()
-    );
+        partitions,
+        encoder,
+        source,
+        std::slice::from_ref(&copy),
+    )
+    .await?;
+    let with_headers = raw_phase(&broker, source, &copy, events, RawHeaders::Design).await?;
+    let (raw_rate, raw_cpu, raw_broker_cpu) = plain;
 
-    // Phase 3: the service on the same topic.
+    // Phase 3: the service on the same records, on a fresh broker.
+    drop(broker);
+    let (broker, _) = loaded_broker(
+        events,
+        partitions,
+        encoder,
+        source,
+        &output_topics(source, dataset),
+    )
+    .await?;
+    let endpoints = broker.endpoints();
     let reader = spawn_reader(
         endpoints.kafka_bootstrap.clone(),
         output_topics(source, dataset),
@@ -648,9 +669,12 @@ async fn throughput(
         Duration::from_secs(600),
     );
     let service_started = Instant::now();
+    let broker_cpu_before = cpu_seconds(broker.child.id());
     let service = Service::start(service_config, &endpoints.kafka_bootstrap)?;
     let seen = join_reader(reader)?;
     let wall = service_started.elapsed().as_secs_f64();
+    let service_cpu = cpu_seconds(service.child.id());
+    let service_broker_cpu = cpu_seconds(broker.child.id()) - broker_cpu_before;
     service.stop()?;
     let service_rate = rate_created(seen.accounted, &seen);
     println!(
@@ -668,8 +692,20 @@ async fn throughput(
         load_average()
     );
     println!(
-        "ratio service/raw: {:.2} (target >= 0.70)",
-        service_rate / raw_rate
+        "ratio service/raw: {:.2} (target >= 0.70); service/raw with DESIGN headers: {:.2}",
+        service_rate / raw_rate,
+        service_rate / with_headers.0
+    );
+    let per_event = |seconds: f64| seconds * 1e6 / events as f64;
+    println!(
+        "cpu per event (process user+sys / {events}): raw pipe {:.1} µs, with headers {:.1} µs, \
+         service {:.1} µs (incl. start-up); broker during those phases {:.1} / {:.1} / {:.1} µs",
+        per_event(raw_cpu),
+        per_event(with_headers.1),
+        per_event(service_cpu),
+        per_event(raw_broker_cpu),
+        per_event(with_headers.2),
+        per_event(service_broker_cpu),
     );
     if seen.accounted < events {
         println!(
@@ -679,6 +715,36 @@ async fn throughput(
     }
     drop(broker);
     Ok(())
+}
+
+/// A fresh broker with `events` records in `source` and the empty `outputs` topics (all with
+/// `partitions` partitions); how long loading took.
+async fn loaded_broker(
+    events: u64,
+    partitions: i32,
+    encoder: &Encoder,
+    source: &str,
+    outputs: &[String],
+) -> Result<(Tansu, f64)> {
+    let broker = Tansu::start().await?;
+    let endpoints = broker.endpoints();
+    create_topics(&endpoints, &[source.to_owned()], partitions).await?;
+    create_topics(&endpoints, outputs, partitions).await?;
+    let started = Instant::now();
+    let mut sender = Sender::new(producer(&endpoints)?, 100_000);
+    for index in 0..events {
+        let payload = encoder.payload(index)?;
+        let key = format!("c-{}", index % 9973);
+        sender
+            .send(
+                FutureRecord::to(source)
+                    .key(key.as_bytes())
+                    .payload(payload.as_slice()),
+            )
+            .await?;
+    }
+    sender.finish().await?;
+    Ok((broker, started.elapsed().as_secs_f64()))
 }
 
 /// On a fresh broker: the service runs while a producer paces `rate` events/s.
@@ -792,7 +858,176 @@ async fn latency(
 
 /// Copies `events` records from `source` to `copy` (same partition, key, value, headers) and
 /// returns events/s from the first receive to the last acknowledgement.
-async fn raw_pipe(endpoints: &Endpoints, source: &str, copy: &str, events: u64) -> Result<f64> {
+/// What the raw pipe puts on its copies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum RawHeaders {
+    /// The source record's headers (none in this bench): the pipe of the target.
+    Source,
+    /// The eight headers of a mesh record (DESIGN §3), same names and value lengths, built per
+    /// record: what the envelope alone costs librdkafka and the broker.
+    Design,
+}
+
+/// One raw pipe run on `broker`: rate (output CreateTime), pipe CPU seconds, broker CPU seconds.
+async fn raw_phase(
+    broker: &Tansu,
+    source: &str,
+    copy: &str,
+    events: u64,
+    headers: RawHeaders,
+) -> Result<(f64, f64, f64)> {
+    let endpoints = broker.endpoints();
+    let reader = spawn_reader(
+        endpoints.kafka_bootstrap.clone(),
+        vec![copy.to_owned()],
+        events,
+        Count::Records,
+        Duration::from_secs(300),
+    );
+    let started = Instant::now();
+    let broker_cpu_before = cpu_seconds(broker.child.id());
+    let (internal, cpu) = run_raw_pipe_child(&endpoints, source, copy, events, headers)?;
+    let seen = join_reader(reader)?;
+    let broker_cpu = cpu_seconds(broker.child.id()) - broker_cpu_before;
+    let rate = rate_created(seen.accounted, &seen);
+    let label = match headers {
+        RawHeaders::Source => "raw pipe (StreamConsumer -> FutureProducer, no decode/validate)",
+        RawHeaders::Design => "raw pipe + the 8 DESIGN §3 headers per copy (no decode/validate)",
+    };
+    println!(
+        "{label}: {} copied; {rate:.0} events/s (first to last output CreateTime); {:.0} \
+         events/s (reader: first to last copy seen); {internal:.0} events/s (pipe: first receive \
+         to last ack); {:.1} s wall incl. group join; load {}",
+        seen.accounted,
+        rate_seen(seen.accounted, &seen),
+        started.elapsed().as_secs_f64(),
+        load_average()
+    );
+    Ok((rate, cpu, broker_cpu))
+}
+
+/// Headers shaped like a mesh record's: names of DESIGN §3, values of the same lengths, the
+/// per-record ones formatted per record (no event id hashing, no trace parsing).
+fn design_headers(message: &BorrowedMessage<'_>) -> OwnedHeaders {
+    let source = format!(
+        "kafka://{CLUSTER}/{}/{}/{}",
+        message.topic(),
+        message.partition(),
+        message.offset()
+    );
+    let event_time = message
+        .timestamp()
+        .to_millis()
+        .unwrap_or_default()
+        .to_string();
+    let ingest_time = now_millis().to_string();
+    let values: [(&str, &str); 8] = [
+        (
+            headers::TRACEPARENT,
+            "00-e0301a7f7766d71df3b474dd7c7930aa-26896f281a85ba57-01",
+        ),
+        (headers::EVENT_ID, "21cdc678-24f0-5692-848b-1df20accae70"),
+        (headers::SOURCE, &source),
+        (headers::SCHEMA, "3"),
+        (headers::DQ, "pass"),
+        (headers::DQ_RULESET, "bench@e9279ab89bd0f9a4"),
+        (headers::EVENT_TIME, &event_time),
+        (headers::INGEST_TIME, &ingest_time),
+    ];
+    values
+        .iter()
+        .fold(OwnedHeaders::new_with_capacity(8), |out, (key, value)| {
+            out.insert(Header {
+                key,
+                value: Some(*value),
+            })
+        })
+}
+
+/// Set in the raw pipe child's environment: `bootstrap,source,copy,events,headers`.
+const RAW_PIPE_ROLE: &str = "BENCH_RAW_PIPE_CHILD";
+
+/// User + system CPU seconds of `pid` so far (`/proc/<pid>/stat`, clock ticks of 1/100 s).
+fn cpu_seconds(pid: u32) -> f64 {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|stat| cpu_seconds_of_stat(&stat))
+        .unwrap_or(f64::NAN)
+}
+
+fn cpu_seconds_of_stat(stat: &str) -> f64 {
+    // Fields after the parenthesised command name: state is field 3, utime 14, stime 15.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map_or("", |(_, rest)| rest)
+        .split_whitespace()
+        .collect();
+    let ticks = |index: usize| fields.get(index).and_then(|f| f.parse::<f64>().ok());
+    match (ticks(11), ticks(12)) {
+        (Some(user), Some(system)) => (user + system) / 100.0,
+        _ => f64::NAN,
+    }
+}
+
+/// Runs [`raw_pipe`] in a child process; its rate and its own CPU seconds.
+fn run_raw_pipe_child(
+    endpoints: &Endpoints,
+    source: &str,
+    copy: &str,
+    events: u64,
+    headers: RawHeaders,
+) -> Result<(f64, f64)> {
+    let design = headers == RawHeaders::Design;
+    let output = Command::new(std::env::current_exe()?)
+        .env(
+            RAW_PIPE_ROLE,
+            format!(
+                "{},{source},{copy},{events},{design}",
+                endpoints.kafka_bootstrap
+            ),
+        )
+        .stderr(Stdio::inherit())
+        .output()
+        .context("running the raw pipe child")?;
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    if !output.status.success() {
+        bail!("raw pipe child failed ({}): {stdout}", output.status);
+    }
+    let mut numbers = stdout
+        .split_whitespace()
+        .filter_map(|word| word.parse::<f64>().ok());
+    match (numbers.next(), numbers.next()) {
+        (Some(rate), Some(cpu)) => Ok((rate, cpu)),
+        _ => bail!("raw pipe child printed no rate and cpu: {stdout}"),
+    }
+}
+
+async fn raw_pipe_child(args: &str) -> Result<()> {
+    let parts: Vec<&str> = args.split(',').collect();
+    let [bootstrap, source, copy, events, design] = parts[..] else {
+        bail!("{RAW_PIPE_ROLE} must be bootstrap,source,copy,events,design: {args}");
+    };
+    let headers = if design == "true" {
+        RawHeaders::Design
+    } else {
+        RawHeaders::Source
+    };
+    let endpoints = Endpoints {
+        kafka_bootstrap: bootstrap.to_owned(),
+        ..Endpoints::from_env()
+    };
+    let rate = raw_pipe(&endpoints, source, copy, events.parse()?, headers).await?;
+    let cpu = cpu_seconds(std::process::id());
+    println!("{rate} {cpu}");
+    Ok(())
+}
+
+async fn raw_pipe(
+    endpoints: &Endpoints,
+    source: &str,
+    copy: &str,
+    events: u64,
+    headers: RawHeaders,
+) -> Result<f64> {
     let consumer: StreamConsumer =
         kafka::consumer_config(endpoints, &unique_name("bench-raw")).create()?;
     consumer.subscribe(&[source])?;
@@ -809,8 +1044,13 @@ async fn raw_pipe(endpoints: &Endpoints, source: &str, copy: &str, events: u64) 
         if let Some(key) = message.key() {
             record = record.key(key);
         }
-        if let Some(headers) = message.headers() {
-            record = record.headers(headers.detach());
+        match headers {
+            RawHeaders::Source => {
+                if let Some(headers) = message.headers() {
+                    record = record.headers(headers.detach());
+                }
+            }
+            RawHeaders::Design => record = record.headers(design_headers(&message)),
         }
         sender.send(record).await?;
     }
