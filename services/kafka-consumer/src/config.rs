@@ -67,6 +67,9 @@ pub struct Config {
     /// Absent: no data-quality tickets.
     #[serde(default)]
     pub tickets: Option<TicketsConfig>,
+    /// Periodic per-rule counts in `dq.events` (DESIGN §4).
+    #[serde(default)]
+    pub dq_counts: DqCountsConfig,
     pub routes: Vec<RouteConfig>,
     /// Directory of the config file: relative rule paths are resolved against it.
     #[serde(skip)]
@@ -313,6 +316,25 @@ impl Default for LineageConfig {
     }
 }
 
+/// Every `interval`, one `dq.events` record per dataset with the window's outcome totals and
+/// each rule's failures (`kind: "rule_counts"`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DqCountsConfig {
+    pub enabled: bool,
+    #[serde(with = "humantime_serde")]
+    pub interval: Duration,
+}
+
+impl Default for DqCountsConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            interval: Duration::from_secs(60),
+        }
+    }
+}
+
 /// Data-quality tickets: one per (dataset, rule) per `window` once `threshold` failures of
 /// that rule are seen in it.
 #[derive(Debug, Clone, Deserialize)]
@@ -457,6 +479,7 @@ impl Config {
         positive_duration("service.shutdown_grace", self.service.shutdown_grace)?;
         positive_duration("kafka.session_timeout", self.kafka.session_timeout)?;
         positive_duration("delivery.commit_interval", self.delivery.commit_interval)?;
+        positive_duration("dq_counts.interval", self.dq_counts.interval)?;
         positive_duration("delivery.retry_backoff", self.delivery.retry_backoff)?;
         positive_duration(
             "delivery.retry_backoff_max",

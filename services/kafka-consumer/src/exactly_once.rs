@@ -111,13 +111,16 @@ pub async fn run(
     routes: RouteTable,
     shutdown: impl Future<Output = ()>,
 ) -> Result<Shutdown, TransactionError> {
-    let mut operations = Operations::start(&config).await?;
+    let mut operations = Operations::start(&config, &routes).await?;
     let mut pipeline = TransactionalPipeline::build(config, routes)?
         .with_metrics(operations.metrics.clone())
         .with_readiness(operations.readiness.clone())
         .with_outcome_observer(Arc::new(OutcomeMetrics::new(operations.metrics.clone())));
     if let Some(ticketing) = operations.ticketing.take() {
         pipeline = pipeline.with_outcome_observer(Arc::new(TicketFeed::new(ticketing)));
+    }
+    if let Some(counts) = &operations.rule_counts {
+        pipeline = pipeline.with_outcome_observer(counts.clone());
     }
     let draining = operations.readiness.clone();
     let result = pipeline

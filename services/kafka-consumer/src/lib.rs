@@ -15,4 +15,5 @@ pub mod observers;
 pub mod pipeline;
 pub mod rebalance;
 pub mod routing;
+pub mod rule_counts;
 pub mod service;

@@ -16,6 +16,7 @@ use crate::lineage::{LineageGate, LineageSetupError};
 use crate::observers::{LatencyMetrics, OutcomeMetrics, TicketFeed};
 use crate::pipeline::{Pipeline, PipelineError, Shutdown};
 use crate::routing::RouteTable;
+use crate::rule_counts::{RuleCounts, RuleCountsReporter};
 
 /// The `service` label of every metric and the lineage job prefix.
 pub const SERVICE_NAME: &str = "kafka-consumer";
@@ -33,6 +34,8 @@ pub enum ServiceError {
     Lineage(#[from] LineageSetupError),
     #[error("tickets.webhook: {0}")]
     Tickets(#[from] TicketError),
+    #[error("dq_counts: cannot create its producer: {0}")]
+    DqCounts(#[source] rdkafka::error::KafkaError),
     #[error(transparent)]
     Pipeline(#[from] PipelineError),
 }
@@ -44,7 +47,7 @@ pub async fn run(
     routes: RouteTable,
     shutdown: impl Future<Output = ()>,
 ) -> Result<Shutdown, ServiceError> {
-    let mut operations = Operations::start(&config).await?;
+    let mut operations = Operations::start(&config, &routes).await?;
     let metrics = operations.metrics.clone();
     let readiness = operations.readiness.clone();
 
@@ -75,6 +78,9 @@ pub async fn run(
     }
     if let Some(ticketing) = ticketing {
         pipeline = pipeline.with_outcome_observer(Arc::new(TicketFeed::new(ticketing)));
+    }
+    if let Some(counts) = &operations.rule_counts {
+        pipeline = pipeline.with_outcome_observer(counts.clone());
     }
 
     let draining = readiness.clone();
@@ -123,14 +129,18 @@ pub(crate) struct Operations {
     pub(crate) readiness: Readiness,
     /// Taken by the pipeline's ticket observer; `None` without `tickets`.
     pub(crate) ticketing: Option<FailureTicketing>,
+    /// The pipeline's per-rule counts observer; `None` with `dq_counts.enabled: false`.
+    pub(crate) rule_counts: Option<Arc<RuleCounts>>,
+    rule_counts_reporter: Option<RuleCountsReporter>,
     admin: AdminServer,
     stop_admin: tokio::sync::oneshot::Sender<()>,
     ticket_task: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl Operations {
-    /// Binds the admin port (logging [`ADMIN_LISTENING`]) and starts the ticketer.
-    pub(crate) async fn start(config: &Config) -> Result<Self, ServiceError> {
+    /// Binds the admin port (logging [`ADMIN_LISTENING`]) and starts the ticketer and the
+    /// per-rule counts reporter.
+    pub(crate) async fn start(config: &Config, routes: &RouteTable) -> Result<Self, ServiceError> {
         let metrics = Metrics::new(SERVICE_NAME)?;
         let readiness = Readiness::new();
         let (stop_admin, admin_stopped) = tokio::sync::oneshot::channel::<()>();
@@ -173,10 +183,20 @@ impl Operations {
             }
             None => None,
         };
+        let (rule_counts, rule_counts_reporter) = if config.dq_counts.enabled {
+            let counts = Arc::new(RuleCounts::new(config, routes));
+            let reporter = RuleCountsReporter::spawn(config, counts.clone())
+                .map_err(ServiceError::DqCounts)?;
+            (Some(counts), Some(reporter))
+        } else {
+            (None, None)
+        };
         Ok(Self {
             metrics,
             readiness,
             ticketing,
+            rule_counts,
+            rule_counts_reporter,
             admin,
             stop_admin,
             ticket_task,
@@ -186,6 +206,9 @@ impl Operations {
     /// Call after the pipeline (holder of the last ticketer handle) is gone: the ticket task
     /// gets up to 5 s to send what is queued, then the admin server stops.
     pub(crate) async fn stop(self) {
+        if let Some(reporter) = self.rule_counts_reporter {
+            reporter.stop(Duration::from_secs(5)).await;
+        }
         if let Some(task) = self.ticket_task
             && tokio::time::timeout(Duration::from_secs(5), task)
                 .await

@@ -249,7 +249,8 @@ async fn each_outcome_lands_with_its_headers_and_sigterm_commits() {
         1,
         &format!(
             "limits:\n  max_record_bytes: 2000\n\
-             telemetry:\n  otlp_endpoint: \"http://{collector}\"\n"
+             telemetry:\n  otlp_endpoint: \"http://{collector}\"\n\
+             dq_counts:\n  interval: 300ms\n"
         ),
     )
     .await;
@@ -538,6 +539,47 @@ async fn each_outcome_lands_with_its_headers_and_sigterm_commits() {
     assert_eq!(epochs.rows, sent.len() as u64);
     assert!(events.iter().any(|e| is_instance_end(e, "COMPLETE")));
 
+    // DESIGN §4's periodic per-rule counts in dq.events: the windows (300 ms, the last one
+    // written at SIGTERM) add up to exactly what was sent.
+    let counts = read_rule_counts(&setup.dataset, sent.len() as u64);
+    let total = |field: &str| {
+        counts
+            .iter()
+            .map(|c| c[field].as_u64().unwrap_or(0))
+            .sum::<u64>()
+    };
+    assert_eq!(total("records"), sent.len() as u64, "{counts:#?}");
+    assert_eq!(
+        (
+            total("pass"),
+            total("soft_fail"),
+            total("hard_fail"),
+            total("dlq")
+        ),
+        (2, 1, 1, 3),
+        "{counts:#?}"
+    );
+    let rule_failures = |rule: &str| {
+        counts
+            .iter()
+            .flat_map(|c| c["rules"].as_array().cloned().unwrap_or_default())
+            .filter(|r| r["rule_id"] == rule)
+            .map(|r| r["failures"].as_u64().unwrap_or(0))
+            .sum::<u64>()
+    };
+    assert_eq!(rule_failures("amount-nonnegative"), 1, "{counts:#?}");
+    assert_eq!(rule_failures("amount-small"), 1, "{counts:#?}");
+    for window in &counts {
+        assert_eq!(window["stage"], "ingest");
+        assert!(window["window_start"].as_i64() <= window["window_end"].as_i64());
+        // Every rule is listed in every window, failing or not.
+        assert_eq!(
+            window["rules"].as_array().map(Vec::len),
+            Some(2),
+            "{window}"
+        );
+    }
+
     // Spans went out over OTLP (flushed at exit): the record's span, child of the producer's
     // traceparent, is the span the mesh record's traceparent names.
     let traced_output = traced_output.expect("the traced record reached the mesh");
@@ -643,6 +685,31 @@ fn read_lineage(
         &[topics::LINEAGE_EVENTS.to_owned()],
         Duration::from_secs(30),
         |out| done(&parse(out)),
+    );
+    parse(&outputs)
+}
+
+/// The `rule_counts` records of `dataset` in dq.events, read until they cover `records`.
+fn read_rule_counts(dataset: &str, records: u64) -> Vec<serde_json::Value> {
+    let parse = |outputs: &[Output]| -> Vec<serde_json::Value> {
+        outputs
+            .iter()
+            .filter_map(|o| serde_json::from_slice::<serde_json::Value>(&o.payload).ok())
+            .filter(|c| c["kind"] == "rule_counts" && c["dataset"] == dataset)
+            .collect()
+    };
+    let covered = |counts: &[serde_json::Value]| {
+        counts
+            .iter()
+            .map(|c| c["records"].as_u64().unwrap_or(0))
+            .sum::<u64>()
+            >= records
+    };
+    let outputs = read_outputs_from(
+        &Endpoints::from_env(),
+        &[topics::DQ_EVENTS.to_owned()],
+        Duration::from_secs(30),
+        |out| covered(&parse(out)),
     );
     parse(&outputs)
 }
