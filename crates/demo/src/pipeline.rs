@@ -551,5 +551,76 @@ pub(crate) async fn pipeline_demo(endpoints: &Endpoints) -> Result<()> {
     println!(
         "\n  every record of this run is accounted for by its summit-event-id, in the destination its rules give"
     );
+    print_rule_counts(&reader, sent.len() as u64)
+}
+
+/// The per-rule counts the service wrote to dq.events (`kind: "rule_counts"`, DESIGN §4): its
+/// last window is written at SIGTERM, so it is there once the service has exited.
+fn print_rule_counts(reader: &BaseConsumer, expected_records: u64) -> Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut windows: Vec<serde_json::Value> = Vec::new();
+    let covered = |windows: &[serde_json::Value]| {
+        windows
+            .iter()
+            .map(|w| w["records"].as_u64().unwrap_or(0))
+            .sum::<u64>()
+            >= expected_records
+    };
+    while !covered(&windows) && Instant::now() < deadline {
+        let Some(received) = reader.poll(Duration::from_millis(200)) else {
+            continue;
+        };
+        let message = received?;
+        if message.topic() != topics::DQ_EVENTS {
+            continue;
+        }
+        let Ok(body) =
+            serde_json::from_slice::<serde_json::Value>(message.payload().unwrap_or_default())
+        else {
+            continue;
+        };
+        if body["kind"] == "rule_counts"
+            && body["dataset"] == DATASET
+            && body["instance"] == "summit-demo"
+        {
+            windows.push(body);
+        }
+    }
+    let Some(last) = windows.last() else {
+        println!(
+            "  no rule_counts record in {} within 10 s",
+            topics::DQ_EVENTS
+        );
+        return Ok(());
+    };
+    let total = |field: &str| {
+        windows
+            .iter()
+            .map(|w| w[field].as_u64().unwrap_or(0))
+            .sum::<u64>()
+    };
+    println!(
+        "\n  {} per-rule counts (kind rule_counts, {} window(s), written every dq_counts.interval and at shutdown):\n    records {}: pass {}, soft_fail {}, hard_fail {}, dlq {}",
+        topics::DQ_EVENTS,
+        windows.len(),
+        total("records"),
+        total("pass"),
+        total("soft_fail"),
+        total("hard_fail"),
+        total("dlq"),
+    );
+    for rule in last["rules"].as_array().into_iter().flatten() {
+        let failures: u64 = windows
+            .iter()
+            .flat_map(|w| w["rules"].as_array().cloned().unwrap_or_default())
+            .filter(|r| r["rule_id"] == rule["rule_id"])
+            .map(|r| r["failures"].as_u64().unwrap_or(0))
+            .sum();
+        println!(
+            "    {:<24} {:<5} failures {failures}",
+            rule["rule_id"].as_str().unwrap_or_default(),
+            rule["severity"].as_str().unwrap_or_default()
+        );
+    }
     Ok(())
 }
