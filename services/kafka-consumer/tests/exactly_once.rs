@@ -87,6 +87,7 @@ async fn setup(prefix: &str, partitions: i32, instance_id: &str) -> Setup {
              transactional_id_prefix: {txn_prefix}\n  test_fault_injection: true\n\
              service:\n  shutdown_grace: 10s\n  instance_id: {instance_id}\n\
              admin:\n  listen: \"127.0.0.1:0\"\n  lag_interval: 500ms\n\
+             dq_counts:\n  interval: 200ms\n\
              routes:\n  - {{ topics: [{source}], dataset: {dataset}, rules: rules.yaml }}\n",
             endpoints.kafka_bootstrap
         ),
@@ -624,6 +625,46 @@ async fn committed_transactions_route_records_and_move_offsets_with_lineage() {
         |out| instance_run(out).len() >= 2,
     ));
     assert_eq!(instance_events, ["Start", "Complete"], "\n{}", tail(&log));
+    // dq.events per-rule counts are told about records only after their transaction commits:
+    // without aborts the windows add up to exactly what was sent. They are written outside the
+    // transactions, so they are read read_uncommitted.
+    let rule_counts = |outputs: &[Output]| -> Vec<serde_json::Value> {
+        outputs
+            .iter()
+            .filter_map(|o| serde_json::from_slice::<serde_json::Value>(&o.payload).ok())
+            .filter(|c| c["kind"] == "rule_counts" && c["dataset"] == setup.dataset.as_str())
+            .collect()
+    };
+    let total = |windows: &[serde_json::Value], field: &str| {
+        windows
+            .iter()
+            .map(|w| w[field].as_u64().unwrap_or(0))
+            .sum::<u64>()
+    };
+    let windows = rule_counts(&read_topics(
+        &Endpoints::from_env(),
+        &[topics::DQ_EVENTS.to_owned()],
+        "read_uncommitted",
+        Duration::from_secs(10),
+        |out| total(&rule_counts(out), "records") >= sent.len() as u64,
+    ));
+    assert_eq!(
+        [
+            total(&windows, "records"),
+            total(&windows, "pass"),
+            total(&windows, "soft_fail"),
+            total(&windows, "hard_fail"),
+            total(&windows, "dlq"),
+        ],
+        [
+            sent.len() as u64,
+            count(Expect::Mesh),
+            count(Expect::Quarantine),
+            count(Expect::Hard),
+            count(Expect::Dlq),
+        ],
+        "{windows:#?}"
+    );
     eprintln!(
         "commit: {} records, {} epochs, {:?}",
         sent.len(),
