@@ -14,7 +14,11 @@ use crate::{RegistryClient, Result, SchemaDefinition, SchemaError, SchemaType};
 #[derive(Debug)]
 pub enum CompiledSchema {
     Avro(apache_avro::Schema),
-    Json(jsonschema::Validator),
+    /// The validator and the schema document it was built from (for [`CompiledSchema::fields`]).
+    Json {
+        validator: jsonschema::Validator,
+        schema: JsonValue,
+    },
 }
 
 impl CompiledSchema {
@@ -31,7 +35,7 @@ impl CompiledSchema {
                 let schema: JsonValue =
                     serde_json::from_str(&definition.schema).map_err(|e| invalid(e.to_string()))?;
                 jsonschema::validator_for(&schema)
-                    .map(Self::Json)
+                    .map(|validator| Self::Json { validator, schema })
                     .map_err(|e| invalid(e.to_string()))
             }
         }
@@ -56,7 +60,7 @@ impl CompiledSchema {
                 }
                 Ok(DecodedPayload::Avro(value))
             }
-            Self::Json(validator) => {
+            Self::Json { validator, .. } => {
                 let value: JsonValue =
                     serde_json::from_slice(body).map_err(|e| mismatch(format!("not JSON: {e}")))?;
                 if let Err(error) = validator.validate(&value) {
@@ -147,6 +151,23 @@ impl Decoder {
             cache.insert(reference, compiled.clone());
         }
         Ok(compiled)
+    }
+
+    /// The compiled schema already cached for a `summit-schema` header value (registry id or
+    /// GUID), without asking the registry.
+    pub fn cached(&self, schema_header: &str) -> Option<Arc<CompiledSchema>> {
+        let cache = self.compiled.read().ok()?;
+        match schema_header.parse::<u32>() {
+            Ok(id) => cache.get(&SchemaReference::Id(id)).cloned(),
+            Err(_) => cache
+                .iter()
+                .find_map(|(reference, compiled)| match reference {
+                    SchemaReference::Guid(guid) if wire::format_guid(guid) == schema_header => {
+                        Some(compiled.clone())
+                    }
+                    _ => None,
+                }),
+        }
     }
 
     /// Decodes a Kafka value, using the `__value_schema_id` header when present and the frame

@@ -7,6 +7,7 @@ mod client;
 mod codec;
 pub mod compat;
 mod error;
+mod fields;
 mod guard;
 mod types;
 pub mod wire;
@@ -14,6 +15,7 @@ pub mod wire;
 pub use client::{CompatibilityAnswer, RegistryClient, SubjectVersion};
 pub use codec::{CompiledSchema, DecodedPayload, DecodedValue, Decoder, encode_avro, encode_json};
 pub use error::{Disposition, SchemaError};
+pub use fields::{FieldSummary, avro_fields, json_fields};
 pub use guard::ensure_registry_compatible;
 pub use types::{CompatibilityLevel, SchemaDefinition, SchemaType};
 

@@ -45,14 +45,12 @@ use rdkafka::statistics::Statistics;
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use summit_envelope::headers::DlqErrorKind;
 use summit_envelope::topics;
-use summit_lineage::{
-    DatasetName, EpochInput, EpochReport, LineageRun, OffsetRange, RunEnd, SchemaUsed,
-};
+use summit_lineage::{DatasetName, EpochInput, EpochReport, LineageRun, OffsetRange, RunEnd};
 use summit_mesh::{OutboundRecord, OutputKind, PartitionKey};
 use summit_telemetry::{Metrics, Readiness, WriteResult};
 
 use crate::config::Config;
-use crate::lineage::{RuleAssertions, epoch_outputs};
+use crate::lineage::{RuleAssertions, epoch_outputs, schema_used};
 use crate::observers::{OutcomeMetrics, TicketFeed, latency_since};
 use crate::pipeline::{
     ClassifiedRecord, ObservedRecord, ObserverSet, OutcomeObserver, PipelineError,
@@ -849,16 +847,17 @@ impl TransactionalPipeline {
                 events.push(start);
                 run
             });
-            events.push(run.epoch_complete(EpochReport {
-                epoch_id: self.next_epoch,
-                inputs: epoch.inputs.into_values().collect(),
-                outputs,
-                schema: epoch.schema.map(|id| SchemaUsed {
-                    id,
-                    fields: Vec::new(),
+            events.push(
+                run.epoch_complete(EpochReport {
+                    epoch_id: self.next_epoch,
+                    inputs: epoch.inputs.into_values().collect(),
+                    outputs,
+                    schema: epoch
+                        .schema
+                        .map(|id| schema_used(self.routes.decoder().map(Arc::as_ref), id)),
+                    ruleset: Some(epoch.ruleset),
                 }),
-                ruleset: Some(epoch.ruleset),
-            }));
+            );
         }
         // Kept until a commit: an aborted transaction's START events are sent again.
         self.pending_lineage = events

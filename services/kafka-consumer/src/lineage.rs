@@ -20,9 +20,10 @@ use rdkafka::ClientConfig;
 use summit_envelope::topics;
 use summit_lineage::{
     Assertion, DatasetName, EmitError, EpochInput, EpochOutput, EpochReport, LineageEmitter,
-    LineageRun, OffsetRange, RetryBudget, RunEnd, RunEvent, SchemaUsed,
+    LineageRun, OffsetRange, RetryBudget, RunEnd, RunEvent, SchemaField, SchemaUsed,
 };
 use summit_mesh::PartitionKey;
+use summit_schema::{Decoder, FieldSummary};
 use summit_telemetry::{Metrics, WriteResult};
 
 use crate::config::Config;
@@ -262,6 +263,25 @@ pub struct LineageGate {
     state: Mutex<LedgerState>,
     /// One emission sequence at a time (periodic commit, revoke and shutdown may interleave).
     emitting: tokio::sync::Mutex<()>,
+    /// Names the fields of the schemas records were decoded with (its cache; no registry call).
+    decoder: Option<Arc<Decoder>>,
+}
+
+/// The schema facet of an epoch: the `summit-schema` value and, when the decoder has that
+/// schema cached (it decoded the epoch's records with it), its fields.
+pub(crate) fn schema_used(decoder: Option<&Decoder>, id: String) -> SchemaUsed {
+    let fields = decoder
+        .and_then(|decoder| decoder.cached(&id))
+        .map(|compiled| compiled.fields().iter().map(schema_field).collect())
+        .unwrap_or_default();
+    SchemaUsed { id, fields }
+}
+
+fn schema_field(field: &FieldSummary) -> SchemaField {
+    SchemaField {
+        fields: field.fields.iter().map(schema_field).collect(),
+        ..SchemaField::new(field.name.clone(), field.type_name.clone())
+    }
 }
 
 impl LineageGate {
@@ -318,6 +338,7 @@ impl LineageGate {
                 pending,
             }),
             emitting: tokio::sync::Mutex::new(()),
+            decoder: routes.decoder().cloned(),
         })
     }
 
@@ -477,16 +498,18 @@ impl LineageGate {
             aggregate.read.keys().map(|topic| &**topic),
             assertions,
         );
-        Some(run.run.epoch_complete(EpochReport {
-            epoch_id,
-            inputs,
-            outputs,
-            schema: aggregate.schema.as_ref().map(|id| SchemaUsed {
-                id: id.to_string(),
-                fields: Vec::new(),
+        Some(
+            run.run.epoch_complete(EpochReport {
+                epoch_id,
+                inputs,
+                outputs,
+                schema: aggregate
+                    .schema
+                    .as_ref()
+                    .map(|id| schema_used(self.decoder.as_deref(), id.to_string())),
+                ruleset: Some(run.ruleset.clone()),
             }),
-            ruleset: Some(run.ruleset.clone()),
-        }))
+        )
     }
 
     /// Moves the records below each commit offset into epochs, queued behind what is pending.

@@ -1528,5 +1528,44 @@ async fn registry_framed_avro_end_to_end() {
             .any(|e| e["run"]["facets"]["summit_epoch"]["schema"] == schema_id.to_string().as_str()),
         "{events:#?}"
     );
+    // ...and their datasets' schema facets list the fields of the schema the records were
+    // decoded with (the registry's v1), as Marquez shows dataset fields.
+    let epoch = events
+        .iter()
+        .find(|e| !e["run"]["facets"]["summit_epoch"].is_null())
+        .expect("an epoch event");
+    for dataset in epoch["inputs"]
+        .as_array()
+        .into_iter()
+        .chain(epoch["outputs"].as_array())
+        .flatten()
+    {
+        let fields: Vec<(String, String)> = dataset["facets"]["schema"]["fields"]
+            .as_array()
+            .map(|fields| {
+                fields
+                    .iter()
+                    .map(|f| {
+                        (
+                            f["name"].as_str().unwrap_or_default().to_owned(),
+                            f["type"].as_str().unwrap_or_default().to_owned(),
+                        )
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        assert_eq!(
+            fields,
+            [
+                ("order_id", "string"),
+                ("customer_id", "string"),
+                ("amount_cents", "long"),
+                ("currency", "Currency"),
+                ("created_at", "timestamp-millis"),
+            ]
+            .map(|(n, t)| (n.to_owned(), t.to_owned())),
+            "{dataset:#}"
+        );
+    }
     drop(registry);
 }
