@@ -32,16 +32,17 @@ use crate::routing::{Route, RouteTable};
 
 const SERVICE: &str = "kafka-consumer";
 
-/// One rule of a route's rule set, as its assertion is written.
+/// One rule of a route's rule set.
 #[derive(Debug)]
-struct RuleInfo {
-    id: String,
-    column: String,
-    severity: &'static str,
+pub(crate) struct RuleInfo {
+    pub(crate) id: String,
+    pub(crate) column: String,
+    pub(crate) severity: Severity,
 }
 
 /// A route's rules as epochs report them: one `dataQualityAssertions` entry per rule with
-/// `actual` = `failures/evaluated`. Shared with exactly_once's epochs.
+/// `actual` = `failures/evaluated`. Shared with exactly_once's epochs and the `dq.events`
+/// per-rule counts.
 #[derive(Debug)]
 pub(crate) struct RuleAssertions {
     rules: Vec<RuleInfo>,
@@ -50,20 +51,22 @@ pub(crate) struct RuleAssertions {
 
 impl RuleAssertions {
     pub(crate) fn of(route: &Route) -> Self {
-        let rules: Vec<RuleInfo> = route
-            .evaluator
-            .rule_set()
-            .rules
-            .iter()
-            .map(|rule| RuleInfo {
-                id: rule.id.clone(),
-                column: rule.field.as_str().to_owned(),
-                severity: match rule.severity {
-                    Severity::Hard => "error",
-                    Severity::Soft => "warn",
-                },
-            })
-            .collect();
+        Self::from_rules(
+            route
+                .evaluator
+                .rule_set()
+                .rules
+                .iter()
+                .map(|rule| RuleInfo {
+                    id: rule.id.clone(),
+                    column: rule.field.as_str().to_owned(),
+                    severity: rule.severity,
+                })
+                .collect(),
+        )
+    }
+
+    pub(crate) fn from_rules(rules: Vec<RuleInfo>) -> Self {
         let index = rules
             .iter()
             .enumerate()
@@ -74,6 +77,15 @@ impl RuleAssertions {
 
     pub(crate) fn len(&self) -> usize {
         self.rules.len()
+    }
+
+    /// The rules in rule-set order (the order of `failures` slices).
+    pub(crate) fn rules(&self) -> &[RuleInfo] {
+        &self.rules
+    }
+
+    pub(crate) fn index_of(&self, rule_id: &str) -> Option<usize> {
+        self.index.get(rule_id).copied()
     }
 
     /// `None`: not evaluated (dead-lettered). Otherwise the indexes of the violated rules,
@@ -105,7 +117,13 @@ impl RuleAssertions {
                     assertion: rule.id.clone(),
                     success: failures == 0,
                     column: Some(rule.column.clone()),
-                    severity: Some(rule.severity.to_owned()),
+                    severity: Some(
+                        match rule.severity {
+                            Severity::Hard => "error",
+                            Severity::Soft => "warn",
+                        }
+                        .to_owned(),
+                    ),
                     actual: Some(format!("{failures}/{evaluated}")),
                 }
             })

@@ -21,6 +21,7 @@ use serde::Serialize;
 use summit_envelope::{now_millis, topics};
 
 use crate::config::Config;
+use crate::lineage::RuleAssertions;
 use crate::pipeline::{ObservedRecord, OutcomeObserver, RecordOutcome};
 use crate::routing::RouteTable;
 
@@ -28,17 +29,9 @@ use crate::routing::RouteTable;
 pub const RULE_COUNTS_KIND: &str = "rule_counts";
 
 #[derive(Debug)]
-struct RuleInfo {
-    id: String,
-    field: String,
-    severity: Severity,
-}
-
-#[derive(Debug)]
 struct DatasetRules {
     ruleset: String,
-    rules: Vec<RuleInfo>,
-    index: HashMap<String, usize>,
+    rules: RuleAssertions,
 }
 
 /// One dataset's totals within a window.
@@ -114,29 +107,12 @@ impl RuleCounts {
     pub fn new(config: &Config, routes: &RouteTable) -> Self {
         let mut datasets = HashMap::new();
         for route in routes.routes() {
-            datasets.entry(route.dataset.clone()).or_insert_with(|| {
-                let rules: Vec<RuleInfo> = route
-                    .evaluator
-                    .rule_set()
-                    .rules
-                    .iter()
-                    .map(|rule| RuleInfo {
-                        id: rule.id.clone(),
-                        field: rule.field.as_str().to_owned(),
-                        severity: rule.severity,
-                    })
-                    .collect();
-                let index = rules
-                    .iter()
-                    .enumerate()
-                    .map(|(index, rule)| (rule.id.clone(), index))
-                    .collect();
-                DatasetRules {
+            datasets
+                .entry(route.dataset.clone())
+                .or_insert_with(|| DatasetRules {
                     ruleset: route.ruleset.clone(),
-                    rules,
-                    index,
-                }
-            });
+                    rules: RuleAssertions::of(route),
+                });
         }
         Self::with_datasets(config.instance_id(), datasets)
     }
@@ -190,11 +166,12 @@ impl RuleCounts {
                     dlq: tally.dlq,
                     rules: rules
                         .rules
+                        .rules()
                         .iter()
                         .enumerate()
                         .map(|(index, rule)| RuleCount {
                             rule_id: rule.id.clone(),
-                            field: rule.field.clone(),
+                            field: rule.column.clone(),
                             severity: severity_name(rule.severity),
                             failures: tally.failures.get(index).copied().unwrap_or(0),
                         })
@@ -214,7 +191,7 @@ impl RuleCounts {
         };
         let mut failures = vec![0; rules.rules.len()];
         for count in &record.rules {
-            if let Some(&index) = rules.index.get(&count.rule_id) {
+            if let Some(index) = rules.rules.index_of(&count.rule_id) {
                 failures[index] = count.failures;
             }
         }
@@ -255,28 +232,21 @@ impl OutcomeObserver for RuleCounts {
         let tally = window.tallies.entry(name.clone()).or_default();
         tally.records += 1;
         match record.outcome {
-            RecordOutcome::Routed(outcome) => {
-                match outcome.verdict {
-                    Verdict::Pass => tally.pass += 1,
-                    Verdict::SoftFail => tally.soft_fail += 1,
-                    Verdict::HardFail => tally.hard_fail += 1,
-                }
-                if tally.failures.len() < rules.rules.len() {
-                    tally.failures.resize(rules.rules.len(), 0);
-                }
-                // A rule can fail on several paths of one record: count the record once.
-                let mut failed: Vec<usize> = outcome
-                    .violations
-                    .iter()
-                    .filter_map(|violation| rules.index.get(&violation.rule_id).copied())
-                    .collect();
-                failed.sort_unstable();
-                failed.dedup();
-                for index in failed {
-                    tally.failures[index] += 1;
-                }
-            }
+            RecordOutcome::Routed(outcome) => match outcome.verdict {
+                Verdict::Pass => tally.pass += 1,
+                Verdict::SoftFail => tally.soft_fail += 1,
+                Verdict::HardFail => tally.hard_fail += 1,
+            },
             RecordOutcome::DeadLettered(_) => tally.dlq += 1,
+        }
+        // The same per-record rule failures the lineage epochs count (each rule once).
+        if let Some(failed) = rules.rules.failed(&record.outcome) {
+            if tally.failures.len() < rules.rules.len() {
+                tally.failures.resize(rules.rules.len(), 0);
+            }
+            for index in failed {
+                tally.failures[index] += 1;
+            }
         }
     }
 }
@@ -370,27 +340,26 @@ async fn write(producer: &FutureProducer, counts: &RuleCounts) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::lineage::RuleInfo;
 
     fn counts() -> RuleCounts {
-        let rules = vec![
+        let rules = RuleAssertions::from_rules(vec![
             RuleInfo {
                 id: "a".into(),
-                field: "x".into(),
+                column: "x".into(),
                 severity: Severity::Hard,
             },
             RuleInfo {
                 id: "b".into(),
-                field: "y".into(),
+                column: "y".into(),
                 severity: Severity::Soft,
             },
-        ];
-        let index = [("a".to_owned(), 0), ("b".to_owned(), 1)].into();
+        ]);
         let datasets = [(
             Arc::<str>::from("orders"),
             DatasetRules {
                 ruleset: "orders@abc".into(),
                 rules,
-                index,
             },
         )]
         .into();
