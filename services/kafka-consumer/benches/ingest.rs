@@ -740,18 +740,28 @@ async fn loaded_broker(
     let started = Instant::now();
     let mut sender = Sender::new(producer(&endpoints)?, 100_000);
     for index in 0..events {
-        let payload = encoder.payload(index)?;
-        let key = format!("c-{}", index % 9973);
-        sender
-            .send(
-                FutureRecord::to(source)
-                    .key(key.as_bytes())
-                    .payload(payload.as_slice()),
-            )
-            .await?;
+        send_event(&mut sender, encoder, source, index).await?;
     }
     sender.finish().await?;
     Ok((broker, started.elapsed().as_secs_f64()))
+}
+
+/// Event `index` of the bench data (its payload and its key, one of 9973) to `source`.
+async fn send_event(
+    sender: &mut Sender,
+    encoder: &Encoder,
+    source: &str,
+    index: u64,
+) -> Result<()> {
+    let payload = encoder.payload(index)?;
+    let key = format!("c-{}", index % 9973);
+    sender
+        .send(
+            FutureRecord::to(source)
+                .key(key.as_bytes())
+                .payload(payload.as_slice()),
+        )
+        .await
 }
 
 /// On a fresh broker: the service runs while a producer paces `rate` events/s.
@@ -815,15 +825,7 @@ async fn latency(
         let due =
             ((pace_started.elapsed().as_secs_f64() * paced_rate as f64) as u64).min(paced_total);
         while sent < due {
-            let payload = encoder.payload(sent)?;
-            let key = format!("c-{}", sent % 9973);
-            sender
-                .send(
-                    FutureRecord::to(source)
-                        .key(key.as_bytes())
-                        .payload(payload.as_slice()),
-                )
-                .await?;
+            send_event(&mut sender, encoder, source, sent).await?;
             sent += 1;
         }
     }

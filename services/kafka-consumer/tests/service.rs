@@ -876,11 +876,17 @@ fn bad_config_stops_start_up_naming_the_key() {
     }
 }
 
-/// Issue 4's runtime guard: a route built against a schema that cannot read what the registry
-/// now holds refuses to start, naming the subject, both schemas and the field.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn schema_file_the_registry_cannot_follow_stops_start_up() {
-    let database = TestDatabase::create(&Endpoints::from_env(), "kc_guard")
+/// A registry of its own, on a fresh database, holding the repo's `orders-value` v1.
+struct OrdersRegistry {
+    registry: RunningRegistry,
+    v1_text: String,
+    v1_id: u32,
+    /// Kept until the test ends: the registry's database.
+    _database: TestDatabase,
+}
+
+async fn orders_registry(database_prefix: &str) -> OrdersRegistry {
+    let database = TestDatabase::create(&Endpoints::from_env(), database_prefix)
         .await
         .expect("postgres at SUMMIT_POSTGRES_URL");
     let pool = schema_registry_server::connect(&database.url, 4)
@@ -889,16 +895,34 @@ async fn schema_file_the_registry_cannot_follow_stops_start_up() {
     let registry = RunningRegistry::start("127.0.0.1:0", pool)
         .await
         .expect("registry starts");
-    let v1 = std::fs::read_to_string(concat!(
+    let v1_text = std::fs::read_to_string(concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/../../schemas/orders-value/v1.avsc"
     ))
     .expect("schemas/orders-value/v1.avsc");
-    RegistryClient::new(&registry.url)
+    let v1_id = RegistryClient::new(&registry.url)
         .expect("url")
-        .register("orders-value", &SchemaDefinition::avro(&v1))
+        .register("orders-value", &SchemaDefinition::avro(&v1_text))
         .await
         .expect("register v1");
+    OrdersRegistry {
+        registry,
+        v1_text,
+        v1_id,
+        _database: database,
+    }
+}
+
+/// Issue 4's runtime guard: a route built against a schema that cannot read what the registry
+/// now holds refuses to start, naming the subject, both schemas and the field.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn schema_file_the_registry_cannot_follow_stops_start_up() {
+    let OrdersRegistry {
+        registry,
+        v1_text: v1,
+        _database,
+        ..
+    } = orders_registry("kc_guard").await;
     // The service's copy needs a field v1 writers never send, with no default.
     let mut built: serde_json::Value = serde_json::from_str(&v1).expect("v1 is JSON");
     built["fields"]
@@ -1423,25 +1447,12 @@ rules:
 async fn registry_framed_avro_end_to_end() {
     use apache_avro::types::Value as Avro;
 
-    let database = TestDatabase::create(&Endpoints::from_env(), "kc_avro")
-        .await
-        .expect("postgres at SUMMIT_POSTGRES_URL");
-    let pool = schema_registry_server::connect(&database.url, 4)
-        .await
-        .expect("migrations run");
-    let registry = RunningRegistry::start("127.0.0.1:0", pool)
-        .await
-        .expect("registry starts");
-    let schema_text = std::fs::read_to_string(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../../schemas/orders-value/v1.avsc"
-    ))
-    .expect("schemas/orders-value/v1.avsc");
-    let client = RegistryClient::new(&registry.url).expect("url");
-    let schema_id = client
-        .register("orders-value", &SchemaDefinition::avro(&schema_text))
-        .await
-        .expect("register v1");
+    let OrdersRegistry {
+        registry,
+        v1_text: schema_text,
+        v1_id: schema_id,
+        _database,
+    } = orders_registry("kc_avro").await;
     let schema = apache_avro::Schema::parse_str(&schema_text).expect("schema parses");
     let order = |amount: i64| {
         let value = Avro::Record(vec![
