@@ -23,6 +23,11 @@ pub const ERROR_KIND: &str = "summit-error-kind";
 pub const ERROR: &str = "summit-error";
 /// DLQ: epoch milliseconds when the record was rejected.
 pub const FAILED_AT: &str = "summit-failed-at";
+/// DLQ, on a dead letter too large for its queue and written in pieces: `<index>/<count>`,
+/// the index counting from 0. Every piece carries the record's other headers unchanged.
+pub const CHUNK: &str = "summit-chunk";
+/// DLQ chunks: `sha256:<hex>` of the whole payload, so a tool can check the reassembly.
+pub const CHUNK_DIGEST: &str = "summit-chunk-digest";
 
 /// Why a record went to the dead-letter queue, as written in `summit-error-kind`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -35,8 +40,6 @@ pub enum DlqErrorKind {
     Oversize,
     /// A header the pipeline relies on is malformed (e.g. a non-UTF-8 traceparent).
     BadHeader,
-    /// The record could not be written to its destination after the retry budget.
-    Undeliverable,
 }
 
 impl DlqErrorKind {
@@ -46,7 +49,6 @@ impl DlqErrorKind {
             Self::UnknownSchema => "unknown_schema",
             Self::Oversize => "oversize",
             Self::BadHeader => "bad_header",
-            Self::Undeliverable => "undeliverable",
         }
     }
 }

@@ -2,24 +2,26 @@
 //!
 //! - [`records`]: the outputs derived from one source record — mesh, quarantine, DLQ and
 //!   `dq.events` records — with their headers, so every service spells them the same way.
-//! - [`MeshProducer`]: an idempotent, `acks=all` producer whose acknowledgements go straight into
-//!   a [`Finalizer`], with failed deliveries handed back for a retry (never dropped).
-//! - [`OffsetTracker`] / [`Finalizer`]: a source offset becomes committable only when every
-//!   output derived from it, and from every earlier offset of its partition, is acknowledged.
+//! - [`RecordSink`]: the port outputs leave through; a sink acknowledges into a [`Finalizer`].
+//!   The Kafka producer is `summit-kafka`'s; this crate has no Kafka client in it.
+//! - [`OffsetTracker`] / [`Finalizer`]: over any [`Lane`] (partition, shard) and [`Position`]
+//!   (offset, sequence number), a source position becomes committable only when every output
+//!   derived from it, and from every earlier position of its lane, is acknowledged.
 //! - [`InFlightBudget`]: bounded in-flight records and bytes; the service pauses fetching above
 //!   the limit and resumes below half of it.
 
 mod budget;
 mod finalizer;
+mod headers;
 mod offsets;
-mod producer;
 pub mod records;
+mod sink;
+mod ticket;
 
 pub use budget::InFlightBudget;
 pub use finalizer::Finalizer;
-pub use offsets::{OffsetTracker, PartitionKey, Released};
-pub use producer::{
-    DeliveryFailure, DeliveryObserver, DeliveryTicket, MeshError, MeshProducer, OutputKind,
-    ProducerSettings,
-};
+pub use headers::RecordHeaders;
+pub use offsets::{Lane, OffsetTracker, PartitionKey, Position, Released};
 pub use records::OutboundRecord;
+pub use sink::RecordSink;
+pub use ticket::{DeliveryObserver, DeliveryTicket, OutputKind};

@@ -5,12 +5,12 @@
 //! as received: nothing is re-encoded.
 
 use dq_rules::{Verdict, Violation};
-use rdkafka::message::{Header, OwnedHeaders};
 use serde::Serialize;
+use sha2::{Digest, Sha256};
 use summit_envelope::headers::DlqErrorKind;
 use summit_envelope::{TraceContext, headers, topics};
 
-use crate::OutputKind;
+use crate::{OutputKind, RecordHeaders};
 
 /// A record ready to be produced. It is owned so that a failed delivery can be sent again.
 #[derive(Debug, Clone)]
@@ -19,7 +19,7 @@ pub struct OutboundRecord {
     pub topic: String,
     pub key: Option<Vec<u8>>,
     pub payload: Vec<u8>,
-    pub headers: OwnedHeaders,
+    pub headers: RecordHeaders,
 }
 
 /// Who a derived record descends from: the same on every output of one source record.
@@ -49,11 +49,9 @@ pub struct Judgement<'a> {
     pub ingest_time_ms: i64,
 }
 
-fn put(headers: OwnedHeaders, key: &str, value: &str) -> OwnedHeaders {
-    headers.insert(Header {
-        key,
-        value: Some(value),
-    })
+fn put(mut headers: RecordHeaders, key: &str, value: &str) -> RecordHeaders {
+    headers.put(key, value);
+    headers
 }
 
 /// `trace`'s W3C `traceparent` text (`00-<trace id>-<parent id>-<flags>`, lower-case hex),
@@ -98,12 +96,13 @@ fn decimal(value: i64, out: &mut [u8; 20]) -> &str {
     std::str::from_utf8(&out[at..]).unwrap_or_default()
 }
 
-fn put_decimal(headers: OwnedHeaders, key: &str, value: i64) -> OwnedHeaders {
+fn put_decimal(headers: RecordHeaders, key: &str, value: i64) -> RecordHeaders {
     put(headers, key, decimal(value, &mut [0; 20]))
 }
 
-fn provenance_headers(capacity: usize, provenance: &Provenance<'_>) -> OwnedHeaders {
-    let mut out = OwnedHeaders::new_with_capacity(capacity);
+fn provenance_headers(capacity: usize, provenance: &Provenance<'_>) -> RecordHeaders {
+    // About 40 bytes a header on average (the traceparent alone is 66).
+    let mut out = RecordHeaders::with_capacity(capacity, capacity * 40);
     if let Some(trace) = provenance.trace {
         out = put(out, headers::TRACEPARENT, traceparent(trace, &mut [0; 55]));
     }
@@ -114,7 +113,7 @@ fn provenance_headers(capacity: usize, provenance: &Provenance<'_>) -> OwnedHead
     put(out, headers::SOURCE, provenance.source)
 }
 
-fn judgement_headers(mut out: OwnedHeaders, judgement: &Judgement<'_>) -> OwnedHeaders {
+fn judgement_headers(mut out: RecordHeaders, judgement: &Judgement<'_>) -> RecordHeaders {
     out = put(out, headers::SCHEMA, judgement.schema);
     out = put(out, headers::DQ, judgement.verdict.as_str());
     out = put(out, headers::DQ_RULESET, judgement.ruleset);
@@ -187,12 +186,12 @@ pub fn dlq_record<'h>(
     provenance: &Provenance<'_>,
     rejection: &Rejection<'_>,
 ) -> OutboundRecord {
-    let mut out = OwnedHeaders::new();
+    let mut out = RecordHeaders::new();
     for (name, value) in source_headers {
         if [headers::EVENT_ID, headers::SOURCE].contains(&name) {
             continue;
         }
-        out = out.insert(Header { key: name, value });
+        out.push(name, value);
     }
     out = put(out, headers::EVENT_ID, provenance.event_id);
     out = put(out, headers::SOURCE, provenance.source);
@@ -208,6 +207,43 @@ pub fn dlq_record<'h>(
         payload: payload.to_vec(),
         headers: out,
     }
+}
+
+/// Splits a dead letter that its sink cannot take whole (`max_record_bytes`, key + value +
+/// headers) into pieces that fit: each piece keeps the key and every header and adds
+/// `summit-chunk` (`<index>/<count>`) and `summit-chunk-digest` (SHA-256 of the whole
+/// payload). A record that fits, or any other kind of output, comes back unchanged. Nothing of
+/// the payload is dropped: concatenating the pieces' values in index order gives it back.
+pub fn chunk_dead_letter(record: OutboundRecord, max_record_bytes: usize) -> Vec<OutboundRecord> {
+    let fixed = record.key.as_ref().map_or(0, Vec::len) + record.headers.byte_len();
+    if record.kind != OutputKind::DeadLetter || fixed + record.payload.len() <= max_record_bytes {
+        return vec![record];
+    }
+    // Room for the two chunk headers (index/count and a 71-byte digest) and the broker's own
+    // per-record overhead, which counts towards its limit too.
+    const CHUNK_OVERHEAD: usize = 256;
+    let room = max_record_bytes
+        .saturating_sub(fixed + CHUNK_OVERHEAD)
+        .max(1024);
+    let digest = format!("sha256:{}", hex::encode(Sha256::digest(&record.payload)));
+    let count = record.payload.len().div_ceil(room);
+    record
+        .payload
+        .chunks(room)
+        .enumerate()
+        .map(|(index, piece)| {
+            let mut headers = record.headers.clone();
+            headers.put(headers::CHUNK, &format!("{index}/{count}"));
+            headers.put(headers::CHUNK_DIGEST, &digest);
+            OutboundRecord {
+                kind: OutputKind::DeadLetter,
+                topic: record.topic.clone(),
+                key: record.key.clone(),
+                payload: piece.to_vec(),
+                headers,
+            }
+        })
+        .collect()
 }
 
 /// The JSON body of a `dq.events` validation result.
@@ -318,16 +354,10 @@ pub fn dlq_dq_event_record(
 
 #[cfg(test)]
 mod tests {
-    use rdkafka::message::Headers;
-
     use super::*;
 
-    fn header(headers: &OwnedHeaders, name: &str) -> Option<String> {
-        headers
-            .iter()
-            .find(|h| h.key == name)
-            .and_then(|h| h.value)
-            .map(|v| String::from_utf8_lossy(v).into_owned())
+    fn header(headers: &RecordHeaders, name: &str) -> Option<String> {
+        headers.get_str(name).map(str::to_owned)
     }
 
     fn sample() -> (TraceContext, Vec<Violation>) {
@@ -474,7 +504,7 @@ mod tests {
         let ids: Vec<_> = record
             .headers
             .iter()
-            .filter(|h| h.key == headers::EVENT_ID)
+            .filter(|(key, _)| *key == headers::EVENT_ID)
             .collect();
         assert_eq!(ids.len(), 1);
         assert_eq!(
@@ -489,5 +519,47 @@ mod tests {
             header(&record.headers, headers::FAILED_AT).as_deref(),
             Some("5")
         );
+    }
+
+    #[test]
+    fn an_oversize_dead_letter_is_chunked_and_reassembles() {
+        let provenance = Provenance {
+            event_id: "e-9",
+            source: "kafka://local/orders/0/9",
+            trace: None,
+            tracestate: None,
+        };
+        let rejection = Rejection {
+            kind: DlqErrorKind::Oversize,
+            error: "too big",
+            failed_at_ms: 1,
+        };
+        let payload: Vec<u8> = (0..3_000_000u32).map(|i| (i % 251) as u8).collect();
+        let record = dlq_record("orders", Some(b"k"), &payload, [], &provenance, &rejection);
+        let limit = 1_000_000;
+        let pieces = chunk_dead_letter(record.clone(), limit);
+        assert_eq!(pieces.len(), 4);
+        let mut whole = Vec::new();
+        for (index, piece) in pieces.iter().enumerate() {
+            let size = piece.payload.len() + 1 + piece.headers.byte_len();
+            assert!(size <= limit, "piece {index} is {size} bytes");
+            assert_eq!(
+                header(&piece.headers, headers::CHUNK),
+                Some(format!("{index}/4"))
+            );
+            assert_eq!(
+                header(&piece.headers, headers::EVENT_ID).as_deref(),
+                Some("e-9")
+            );
+            assert_eq!(piece.key.as_deref(), Some(&b"k"[..]));
+            whole.extend_from_slice(&piece.payload);
+        }
+        assert_eq!(whole, payload);
+        let digest = format!("sha256:{}", hex::encode(Sha256::digest(&payload)));
+        assert_eq!(
+            header(&pieces[0].headers, headers::CHUNK_DIGEST),
+            Some(digest)
+        );
+        assert_eq!(chunk_dead_letter(record, 4_000_000).len(), 1, "fits whole");
     }
 }

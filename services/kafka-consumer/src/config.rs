@@ -587,6 +587,21 @@ impl Config {
             .unwrap_or(&self.kafka.bootstrap_servers)
     }
 
+    /// The mesh producer's `message.max.bytes`: dead letters past it are written in chunks.
+    pub fn mesh_message_max_bytes(&self) -> usize {
+        summit_kafka::ProducerSettings {
+            bootstrap_servers: String::new(),
+            client_id: String::new(),
+            properties: self
+                .mesh
+                .producer_properties
+                .iter()
+                .map(|(key, value)| (key.clone(), value.clone()))
+                .collect(),
+        }
+        .message_max_bytes()
+    }
+
     pub fn lineage_bootstrap_servers(&self) -> &str {
         self.lineage
             .bootstrap_servers

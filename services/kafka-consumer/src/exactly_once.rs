@@ -550,6 +550,7 @@ impl TransactionalPipeline {
                                 config: &self.config,
                                 routes: &self.routes,
                                 outcomes: Some(&recorder),
+                                dlq_max_record_bytes: Some(self.config.mesh_message_max_bytes()),
                             };
                             let classified = classifier.classify(&message, shutdown).await?;
                             let observations = self.recorder.take();
@@ -665,7 +666,7 @@ impl TransactionalPipeline {
         for record in &batch.outputs {
             let mut future = FutureRecord::to(&record.topic)
                 .payload(record.payload.as_slice())
-                .headers(record.headers.clone());
+                .headers(summit_kafka::owned_headers(&record.headers));
             if let Some(key) = &record.key {
                 future = future.key(key.as_slice());
             }

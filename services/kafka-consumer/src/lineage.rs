@@ -19,8 +19,8 @@ use dq_rules::{Severity, Verdict};
 use rdkafka::ClientConfig;
 use summit_envelope::topics;
 use summit_lineage::{
-    Assertion, DatasetName, EmitError, EpochInput, EpochOutput, EpochReport, LineageEmitter,
-    LineageRun, OffsetRange, RetryBudget, RunEnd, RunEvent, SchemaField, SchemaUsed,
+    Assertion, DatasetName, EmitError, EpochInput, EpochOutput, EpochReport, LineageRun,
+    LineageSink, OffsetRange, RetryBudget, RunEnd, RunEvent, SchemaField, SchemaUsed,
 };
 use summit_mesh::PartitionKey;
 use summit_schema::{Decoder, FieldSummary};
@@ -269,11 +269,8 @@ pub enum LineageSetupError {
 /// Lineage runs of this instance, observer of every record and gate of every commit.
 #[derive(Debug)]
 pub struct LineageGate {
-    /// Replaced by a fresh producer after every failed emission: an idempotent producer can be
-    /// left fenced for good by a broker outage (its epoch bumped while requests hung), and a new
-    /// one also starts from fresh connections.
-    emitter: Mutex<Arc<LineageEmitter>>,
-    emitter_settings: (ClientConfig, String, RetryBudget),
+    /// Renewed after every failed emission (see [`LineageSink::renew`]).
+    emitter: Arc<dyn LineageSink>,
     metrics: Option<Metrics>,
     source_bootstrap: String,
     mesh_bootstrap: String,
@@ -323,8 +320,9 @@ impl LineageGate {
             attempt_timeout: lineage.attempt_timeout,
             initial_backoff: lineage.initial_backoff,
         };
-        let emitter = LineageEmitter::new(client.clone(), lineage.topic.clone(), budget)
-            .map_err(LineageSetupError::Emitter)?;
+        let emitter =
+            summit_kafka::RenewingLineageEmitter::new(client, lineage.topic.clone(), budget)
+                .map_err(LineageSetupError::Emitter)?;
         let instance = config.instance_id();
         let mut runs = HashMap::new();
         let mut pending = VecDeque::new();
@@ -345,8 +343,7 @@ impl LineageGate {
             );
         }
         Ok(Self {
-            emitter: Mutex::new(Arc::new(emitter)),
-            emitter_settings: (client, lineage.topic.clone(), budget),
+            emitter: Arc::new(emitter),
             metrics,
             source_bootstrap: config.kafka.bootstrap_servers.clone(),
             mesh_bootstrap: config.mesh_bootstrap_servers().to_owned(),
@@ -358,31 +355,6 @@ impl LineageGate {
             emitting: tokio::sync::Mutex::new(()),
             decoder: routes.decoder().cloned(),
         })
-    }
-
-    fn emitter(&self) -> Arc<LineageEmitter> {
-        self.emitter
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .clone()
-    }
-
-    fn renew_emitter(&self) {
-        let (client, topic, budget) = &self.emitter_settings;
-        match LineageEmitter::new(client.clone(), topic.clone(), *budget) {
-            Ok(fresh) => {
-                let old = std::mem::replace(
-                    &mut *self
-                        .emitter
-                        .lock()
-                        .unwrap_or_else(std::sync::PoisonError::into_inner),
-                    Arc::new(fresh),
-                );
-                // Dropping a producer purges and flushes for up to 500 ms: not on this task.
-                tokio::task::spawn_blocking(move || drop(old));
-            }
-            Err(error) => tracing::warn!(%error, "cannot renew the lineage producer"),
-        }
     }
 
     fn state(&self) -> MutexGuard<'_, LedgerState> {
@@ -419,7 +391,7 @@ impl LineageGate {
             }
         }
         let result = self.flush_pending().await;
-        if let Err(error) = self.emitter().flush(std::time::Duration::from_secs(5)) {
+        if let Err(error) = self.emitter.flush(std::time::Duration::from_secs(5)) {
             tracing::warn!(%error, "lineage producer flush incomplete");
         }
         result
@@ -454,7 +426,7 @@ impl LineageGate {
                     },
                 }
             };
-            let result = self.emitter().emit(&event).await;
+            let result = self.emitter.emit(&event).await;
             if let Some(metrics) = &self.metrics {
                 metrics.record_lineage_event(WriteResult::from(&result));
             }
@@ -473,7 +445,7 @@ impl LineageGate {
                         metrics.set_lineage_blocked(true);
                     }
                     tracing::warn!(%error, run_id = %event.run.run_id, "lineage event not written; offsets held back");
-                    self.renew_emitter();
+                    self.emitter.renew();
                     return Err(error.to_string());
                 }
             }

@@ -72,7 +72,7 @@ impl DeliveryObserver for LatencyMetrics {
             return;
         }
         self.metrics
-            .observe_ingest_latency(&ticket.partition.topic, latency_since(ticket.event_time_ms));
+            .observe_ingest_latency(&ticket.lane.topic, latency_since(ticket.event_time_ms));
     }
 }
 

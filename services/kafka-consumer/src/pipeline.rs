@@ -13,10 +13,11 @@ use rdkafka::error::KafkaError;
 use rdkafka::message::{BorrowedMessage, Headers, Message};
 use summit_envelope::headers::{self, DlqErrorKind};
 use summit_envelope::{SourceCoordinates, TraceContext, event_id, now_millis};
+use summit_kafka::{MeshError, MeshProducer, PermanentFailure, ProducerSettings};
 use summit_mesh::records::{self, Judgement, Provenance, Rejection};
 use summit_mesh::{
-    DeliveryObserver, DeliveryTicket, Finalizer, InFlightBudget, MeshProducer, OutboundRecord,
-    PartitionKey, ProducerSettings,
+    DeliveryObserver, DeliveryTicket, Finalizer, InFlightBudget, OutboundRecord, PartitionKey,
+    RecordSink as _,
 };
 use summit_schema::wire::VALUE_SCHEMA_ID_HEADER;
 use summit_schema::{DecodedPayload, Disposition, SchemaError};
@@ -27,7 +28,7 @@ use summit_telemetry::{
 use tracing::Instrument as _;
 
 use crate::config::Config;
-use crate::rebalance::{RebalanceHandler, offsets_list};
+use crate::rebalance::{RebalanceHandler, commit_offsets, offer_again, offsets_list};
 use crate::routing::{Route, RouteTable};
 
 /// What happened to one source record, for metrics and auto-ticketing.
@@ -93,7 +94,7 @@ pub enum PipelineError {
         source: KafkaError,
     },
     #[error(transparent)]
-    Producer(#[from] summit_mesh::MeshError),
+    Producer(#[from] MeshError),
     #[error("schema registry: {0}")]
     Fatal(#[source] SchemaError),
 }
@@ -110,7 +111,9 @@ pub struct Pipeline {
     config: Arc<Config>,
     routes: RouteTable,
     consumer: StreamConsumer<RebalanceHandler>,
-    producer: Arc<MeshProducer>,
+    producer: Arc<MeshProducer<PartitionKey, i64>>,
+    /// The first output the broker refused for good: the run stops on it.
+    permanent: Arc<PermanentFailure>,
     finalizer: Arc<Finalizer>,
     outcomes: Option<Arc<dyn OutcomeObserver>>,
     commit_gate: Option<Arc<dyn CommitGate>>,
@@ -161,7 +164,9 @@ impl Pipeline {
                 .map(|(k, v)| (k.clone(), v.clone()))
                 .collect(),
         };
-        let (producer, failed) = MeshProducer::new(&settings, finalizer.clone(), deliveries)?;
+        let permanent = Arc::new(PermanentFailure::default());
+        let (producer, failed) =
+            MeshProducer::new(&settings, finalizer.clone(), deliveries, permanent.clone())?;
         let producer = Arc::new(producer);
         let redelivery = tokio::spawn(producer.clone().redeliver(
             failed,
@@ -173,6 +178,7 @@ impl Pipeline {
             routes,
             consumer,
             producer,
+            permanent,
             finalizer,
             outcomes: None,
             commit_gate: None,
@@ -247,6 +253,7 @@ impl Pipeline {
             tokio::select! {
                 biased;
                 () = &mut shutdown => break Ok(()),
+                error = self.permanent.wait() => break Err(PipelineError::Producer(error)),
                 _ = commit_tick.tick() => {
                     self.commit_ready().await;
                     // A slow commit (gate) must not make the next tick due at once: that would
@@ -307,7 +314,7 @@ impl Pipeline {
         {
             return;
         }
-        let offsets = self.finalizer.take_committable();
+        let offsets = commit_offsets(self.finalizer.take_committable());
         if offsets.is_empty() {
             return;
         }
@@ -321,7 +328,7 @@ impl Pipeline {
                 state.0 = Some(Instant::now() + state.1);
                 tracing::warn!(%error, retry_in = ?state.1, "commit held back by the commit gate");
                 for (key, offset) in &offsets {
-                    self.finalizer.commit_failed(key, *offset);
+                    offer_again(&self.finalizer, key, *offset);
                 }
                 return;
             }
@@ -338,7 +345,7 @@ impl Pipeline {
         if let Err(error) = result {
             tracing::warn!(%error, "offset commit failed");
             for (key, offset) in &offsets {
-                self.finalizer.commit_failed(key, *offset);
+                offer_again(&self.finalizer, key, *offset);
             }
         }
     }
@@ -355,7 +362,7 @@ impl Pipeline {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         let drained = self.finalizer.pending(None) == 0;
-        let offsets = self.finalizer.take_committable();
+        let offsets = commit_offsets(self.finalizer.take_committable());
         if !offsets.is_empty() {
             let gate_ok = match &self.commit_gate {
                 // Bounded by the rest of the grace period: uncommitted is safe, late is not.
@@ -396,6 +403,7 @@ impl Pipeline {
             config: &self.config,
             routes: &self.routes,
             outcomes: self.outcomes.as_ref(),
+            dlq_max_record_bytes: self.producer.max_record_bytes(),
         }
     }
 
@@ -431,8 +439,8 @@ impl Pipeline {
             .register(&partition_key, offset, count, bytes);
         for record in outputs {
             let ticket = DeliveryTicket {
-                partition: partition_key.clone(),
-                offset,
+                lane: partition_key.clone(),
+                position: offset,
                 kind: record.kind,
                 event_time_ms,
                 attempt: 0,
@@ -460,6 +468,8 @@ pub(crate) struct RecordClassifier<'a> {
     pub(crate) config: &'a Config,
     pub(crate) routes: &'a RouteTable,
     pub(crate) outcomes: Option<&'a Arc<dyn OutcomeObserver>>,
+    /// Dead letters larger than this are written in chunks (the DLQ's producer limit).
+    pub(crate) dlq_max_record_bytes: Option<usize>,
 }
 
 impl RecordClassifier<'_> {
@@ -767,23 +777,27 @@ impl RecordClassifier<'_> {
             error,
             failed_at_ms: now_millis(),
         };
-        vec![
-            records::dlq_record(
-                message.topic(),
-                message.key(),
-                message.payload().unwrap_or_default(),
-                source_headers,
-                provenance,
-                &rejection,
-            ),
-            records::dlq_dq_event_record(
-                message.topic(),
-                dataset,
-                provenance,
-                &rejection,
-                event_time_ms,
-            ),
-        ]
+        let dead_letter = records::dlq_record(
+            message.topic(),
+            message.key(),
+            message.payload().unwrap_or_default(),
+            source_headers,
+            provenance,
+            &rejection,
+        );
+        // The whole payload is kept: a record the DLQ cannot take in one piece goes in several.
+        let mut outputs = match self.dlq_max_record_bytes {
+            Some(limit) => records::chunk_dead_letter(dead_letter, limit),
+            None => vec![dead_letter],
+        };
+        outputs.push(records::dlq_dq_event_record(
+            message.topic(),
+            dataset,
+            provenance,
+            &rejection,
+            event_time_ms,
+        ));
+        outputs
     }
 
     #[allow(clippy::too_many_arguments)] // one call site per rejection reason, all local

@@ -115,6 +115,20 @@ pub(crate) fn keys_of(list: &TopicPartitionList) -> Vec<PartitionKey> {
         .collect()
 }
 
+/// The commits of `finished` positions: the finalizer hands out the last offset whose outputs
+/// are all acknowledged (DESIGN §8, inclusive); Kafka commits the next offset to read.
+pub(crate) fn commit_offsets(finished: Vec<(PartitionKey, i64)>) -> Vec<(PartitionKey, i64)> {
+    finished
+        .into_iter()
+        .map(|(key, last)| (key, last + 1))
+        .collect()
+}
+
+/// A commit of `next_offset` failed: offer its finished position again.
+pub(crate) fn offer_again(finalizer: &Finalizer, key: &PartitionKey, next_offset: i64) {
+    finalizer.commit_failed(key, &(next_offset - 1));
+}
+
 pub(crate) fn offsets_list(offsets: &[(PartitionKey, i64)]) -> TopicPartitionList {
     let mut list = TopicPartitionList::with_capacity(offsets.len());
     for (key, offset) in offsets {
@@ -200,7 +214,7 @@ impl ConsumerContext for RebalanceHandler {
             Rebalance::Revoke(list) => {
                 let keys = keys_of(list);
                 let drained = self.finalizer.wait_drained(&keys, self.drain_timeout);
-                let offsets = self.finalizer.take_committable_for(&keys);
+                let offsets = commit_offsets(self.finalizer.take_committable_for(&keys));
                 if !offsets.is_empty() {
                     if !self.pass_gate(&offsets) {
                         tracing::warn!(partitions = ?keys, "revoked partitions released uncommitted; the next owner re-reads them");
@@ -254,7 +268,8 @@ impl ConsumerContext for RebalanceHandler {
             tracing::warn!(%error, "offset commit failed; offering the offsets again");
             for element in offsets.elements() {
                 if let Offset::Offset(offset) = element.offset() {
-                    self.finalizer.commit_failed(
+                    offer_again(
+                        &self.finalizer,
                         &PartitionKey::new(element.topic(), element.partition()),
                         offset,
                     );

@@ -13,10 +13,8 @@ use std::time::{Duration, Instant};
 use axum::Json;
 use axum::extract::State;
 use rand::Rng;
-use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
-use rdkafka::{Offset, TopicPartitionList};
 use schema_registry_server::RunningRegistry;
 use summit_envelope::{SourceCoordinates, TraceContext, event_id, headers, topics};
 use summit_schema::{RegistryClient, SchemaDefinition, encode_avro};
@@ -26,7 +24,8 @@ use summit_test_support::{Endpoints, kafka, unique_name};
 
 mod common;
 use common::{
-    Output, Service, admin_addr, admin_addrs, http_get, metric, read_topics, scrape_until, tail,
+    Output, Service, admin_addr, admin_addrs, committed_offset, http_get, metric, read_topics,
+    scrape_until, tail,
 };
 
 const CLUSTER: &str = "test";
@@ -632,21 +631,6 @@ async fn otlp_collector() -> (std::net::SocketAddr, Exported) {
         .with_state(exported.clone());
     tokio::spawn(async move { axum::serve(listener, app).await });
     (addr, exported)
-}
-
-fn committed_offset(endpoints: &Endpoints, group: &str, topic: &str) -> Option<i64> {
-    let reader: BaseConsumer = kafka::consumer_config(endpoints, group)
-        .create()
-        .expect("consumer");
-    let mut list = TopicPartitionList::new();
-    list.add_partition(topic, 0);
-    let committed = reader
-        .committed_offsets(list, Duration::from_secs(10))
-        .expect("committed offsets");
-    match committed.find_partition(topic, 0).map(|e| e.offset()) {
-        Some(Offset::Offset(offset)) => Some(offset),
-        _ => None,
-    }
 }
 
 /// The partitions `addr`'s instance reports lag for.

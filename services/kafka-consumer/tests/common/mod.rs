@@ -193,3 +193,19 @@ pub(crate) fn read_topics(
     }
     out
 }
+
+/// The offset `group` committed for partition 0 of `topic`, if any.
+pub(crate) fn committed_offset(endpoints: &Endpoints, group: &str, topic: &str) -> Option<i64> {
+    let reader: BaseConsumer = kafka::consumer_config(endpoints, group)
+        .create()
+        .expect("consumer");
+    let mut list = TopicPartitionList::new();
+    list.add_partition(topic, 0);
+    let committed = reader
+        .committed_offsets(list, Duration::from_secs(10))
+        .expect("committed offsets");
+    match committed.find_partition(topic, 0).map(|e| e.offset()) {
+        Some(Offset::Offset(offset)) => Some(offset),
+        _ => None,
+    }
+}

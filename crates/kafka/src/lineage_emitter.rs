@@ -1,87 +1,15 @@
-//! Writes RunEvents to `lineage.events`, keyed by run id, with a bounded retry budget.
-//!
-//! The emitter never drops an event silently: when the budget is spent it returns an error and
-//! the caller holds the source offsets (DESIGN §8: a position is committed only after its
-//! lineage is acknowledged), sets `summit_lineage_blocked`, and tries again later.
+//! Writes RunEvents to `lineage.events`, keyed by run id, with a bounded retry budget: the
+//! Kafka [`LineageSink`].
 
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use rdkafka::ClientConfig;
-use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer as _};
 use rdkafka::util::Timeout;
+use summit_lineage::{Delivered, EmitError, EmitFuture, LineageSink, RetryBudget, RunEvent};
 
-use crate::event::RunEvent;
-
-/// How hard to try before giving the event back to the caller.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct RetryBudget {
-    /// Sends tried at most (each one already retried inside librdkafka until `attempt_timeout`).
-    pub attempts: u32,
-    /// Wall time across all attempts and pauses.
-    pub total: Duration,
-    /// How long librdkafka may keep one attempt in flight (`message.timeout.ms`).
-    pub attempt_timeout: Duration,
-    /// Pause after the first failed attempt; doubles after each further one.
-    pub initial_backoff: Duration,
-}
-
-impl Default for RetryBudget {
-    fn default() -> Self {
-        Self {
-            attempts: 5,
-            total: Duration::from_secs(30),
-            attempt_timeout: Duration::from_secs(5),
-            initial_backoff: Duration::from_millis(200),
-        }
-    }
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum EmitError {
-    #[error("cannot create the lineage producer: {0}")]
-    Client(#[source] KafkaError),
-    #[error("cannot serialize the lineage event: {0}")]
-    Serialize(#[source] serde_json::Error),
-    /// Retriable later: the caller holds offsets and tries again.
-    #[error(
-        "lineage event for run {run_id} not acknowledged after {attempts} attempts in {elapsed:?}: {last_error}"
-    )]
-    BudgetExhausted {
-        run_id: String,
-        attempts: u32,
-        elapsed: Duration,
-        last_error: String,
-    },
-    #[error("lineage events still unacknowledged after flushing for {timeout:?}: {source}")]
-    Flush {
-        timeout: Duration,
-        #[source]
-        source: KafkaError,
-    },
-    /// Retrying cannot help (e.g. the event is larger than the broker accepts): fatal.
-    #[error("lineage event for run {run_id} refused: {source}")]
-    Refused {
-        run_id: String,
-        #[source]
-        source: KafkaError,
-    },
-}
-
-impl EmitError {
-    /// Whether trying again later may succeed.
-    pub fn is_retriable(&self) -> bool {
-        matches!(self, Self::BudgetExhausted { .. } | Self::Flush { .. })
-    }
-}
-
-/// Where an acknowledged event landed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Delivered {
-    pub partition: i32,
-    pub offset: i64,
-    pub attempts: u32,
-}
+use crate::is_permanent;
 
 /// Sends RunEvents to one topic with an idempotent producer.
 pub struct LineageEmitter {
@@ -114,7 +42,9 @@ impl LineageEmitter {
             .set("message.timeout.ms", &attempt_ms)
             // Lineage is small and rare: send at once rather than wait to batch.
             .set("linger.ms", "5");
-        let producer = client.create().map_err(EmitError::Client)?;
+        let producer = client
+            .create()
+            .map_err(|error| EmitError::Client(Box::new(error)))?;
         Ok(Self {
             producer,
             topic: topic.into(),
@@ -153,7 +83,8 @@ impl LineageEmitter {
                 Ok(Err((error, _message))) if is_permanent(&error) => {
                     return Err(EmitError::Refused {
                         run_id: key,
-                        source: error,
+                        destination: self.topic.clone(),
+                        source: Box::new(error),
                     });
                 }
                 Ok(Err((error, _message))) => last_error = error.to_string(),
@@ -185,18 +116,89 @@ impl LineageEmitter {
     pub fn flush(&self, timeout: Duration) -> Result<(), EmitError> {
         self.producer
             .flush(Timeout::After(timeout))
-            .map_err(|source| EmitError::Flush { timeout, source })
+            .map_err(|source| EmitError::Flush {
+                timeout,
+                source: Box::new(source),
+            })
     }
 }
 
-/// Errors no retry can fix.
-fn is_permanent(error: &KafkaError) -> bool {
-    matches!(
-        error.rdkafka_error_code(),
-        Some(
-            RDKafkaErrorCode::MessageSizeTooLarge
-                | RDKafkaErrorCode::TopicAuthorizationFailed
-                | RDKafkaErrorCode::InvalidRecord
-        )
-    )
+impl LineageSink for LineageEmitter {
+    fn emit<'a>(&'a self, event: &'a RunEvent) -> EmitFuture<'a> {
+        Box::pin(LineageEmitter::emit(self, event))
+    }
+
+    fn flush(&self, timeout: Duration) -> Result<(), EmitError> {
+        LineageEmitter::flush(self, timeout)
+    }
+}
+
+/// A [`LineageEmitter`] replaced by a fresh producer after every failed emission: an
+/// idempotent producer can be left fenced for good by a broker outage (its epoch bumped while
+/// requests hung), and a new one also starts from fresh connections.
+pub struct RenewingLineageEmitter {
+    current: Mutex<Arc<LineageEmitter>>,
+    client: ClientConfig,
+    topic: String,
+    budget: RetryBudget,
+}
+
+impl std::fmt::Debug for RenewingLineageEmitter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RenewingLineageEmitter")
+            .field("topic", &self.topic)
+            .field("budget", &self.budget)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RenewingLineageEmitter {
+    pub fn new(
+        client: ClientConfig,
+        topic: impl Into<String>,
+        budget: RetryBudget,
+    ) -> Result<Self, EmitError> {
+        let topic = topic.into();
+        let first = LineageEmitter::new(client.clone(), topic.clone(), budget)?;
+        Ok(Self {
+            current: Mutex::new(Arc::new(first)),
+            client,
+            topic,
+            budget,
+        })
+    }
+
+    fn current(&self) -> Arc<LineageEmitter> {
+        self.current
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+}
+
+impl LineageSink for RenewingLineageEmitter {
+    fn emit<'a>(&'a self, event: &'a RunEvent) -> EmitFuture<'a> {
+        Box::pin(async move { self.current().emit(event).await })
+    }
+
+    fn flush(&self, timeout: Duration) -> Result<(), EmitError> {
+        self.current().flush(timeout)
+    }
+
+    fn renew(&self) {
+        match LineageEmitter::new(self.client.clone(), self.topic.clone(), self.budget) {
+            Ok(fresh) => {
+                let old = std::mem::replace(
+                    &mut *self.current.lock().unwrap_or_else(PoisonError::into_inner),
+                    Arc::new(fresh),
+                );
+                // Dropping a producer purges and flushes for up to 500 ms: not on this task.
+                match tokio::runtime::Handle::try_current() {
+                    Ok(runtime) => drop(runtime.spawn_blocking(move || drop(old))),
+                    Err(_) => drop(old),
+                }
+            }
+            Err(error) => tracing::warn!(%error, "cannot renew the lineage producer"),
+        }
+    }
 }

@@ -5,12 +5,13 @@ use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{Consumer as _, StreamConsumer};
 use rdkafka::{Message as _, Offset, TopicPartitionList};
+use summit_kafka::LineageEmitter;
 use summit_lineage::{
     Assertion, DatasetName, EpochInput, EpochOutput, EpochReport, OffsetRange, SchemaField,
     SchemaUsed,
 };
 use summit_lineage::{
-    EmitError, EventType, LineageEmitter, LineageRun, RetryBudget, RunEnd, RunEvent, SpecValidator,
+    EmitError, EventType, LineageRun, RetryBudget, RunEnd, RunEvent, SpecValidator,
 };
 use summit_test_support::{Endpoints, kafka, unique_name};
 
