@@ -15,7 +15,12 @@ DYNALITE_VERSION="4.0.0"
 MOTO_VERSION="5.2.5"
 
 : "${SUMMIT_KAFKA_PORT:=19092}"
+# A throwaway Postgres that had to move off 5432 (see start_postgres) recorded its port.
+if [ -z "${SUMMIT_PG_PORT:-}" ] && [ -f "$RUN_DIR/postgres.port" ]; then
+  SUMMIT_PG_PORT=$(cat "$RUN_DIR/postgres.port")
+fi
 : "${SUMMIT_PG_PORT:=5432}"
+: "${SUMMIT_PG_FALLBACK_PORT:=54329}"
 : "${SUMMIT_KINESIS_PORT:=4567}"
 : "${SUMMIT_KINESIS_TLS_PORT:=4568}"
 : "${SUMMIT_KINESALITE_PORT:=4569}"

@@ -77,28 +77,42 @@ apt_install_without_starting_services() {
   return "$rc"
 }
 
-# Build tools the Rust dependencies need on a fresh Debian machine: cmake for aws-lc-sys and
-# librdkafka's bundled build, and cargo-nextest for the suite.
+# Debian packages a fresh machine may lack, by the command that shows each is there: a C
+# toolchain and make (librdkafka's bundled build), cmake (aws-lc-sys), curl (the scripts' health
+# checks), python3-venv (moto and the test oracles), the PostgreSQL server and client.
+BUILD_PACKAGES=(
+  "cc:gcc" "c++:g++" "make:make" "cmake:cmake" "curl:curl" "python3:python3"
+  "psql:postgresql-client" "pg_isready:postgresql-client"
+)
+
+# Installs missing packages when root (apt-get), or stops naming them when not.
+apt_require() {  # apt_require WHY PACKAGE...
+  local why=$1; shift
+  [ $# -gt 0 ] || return 0
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    say "installing with apt-get ($why): $*"
+    apt_install_without_starting_services "$@" || die "could not install with apt-get: $*"
+  else
+    die "missing packages ($why): $* — install them (e.g. sudo apt-get install $*) and run again"
+  fi
+}
+
 ensure_build_tools() {
   command -v cargo >/dev/null || die "cargo is needed; install the Rust toolchain (rustup) first"
-  if ! command -v cmake >/dev/null; then
-    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
-      say "installing cmake (apt) for aws-lc-sys and librdkafka"
-      { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq cmake >/dev/null; } \
-        || die "could not install cmake with apt-get"
-    else
-      die "cmake is needed to build aws-lc-sys and librdkafka; install it (e.g. sudo apt-get install cmake)"
-    fi
+  local missing=() entry
+  for entry in "${BUILD_PACKAGES[@]}"; do
+    command -v "${entry%%:*}" >/dev/null || missing+=("${entry#*:}")
+  done
+  # Debian's own python3 makes venvs only with python3-venv (another Python brings its own).
+  if [ "$(command -v python3)" = /usr/bin/python3 ] && ! dpkg -s python3-venv >/dev/null 2>&1; then
+    missing+=(python3-venv)
   fi
+  # A PostgreSQL server for the throwaway cluster when none answers on the port.
+  [ -n "$(pg_bin)" ] || pg_trusts "$SUMMIT_PG_PORT" || missing+=(postgresql)
+  read -r -a missing <<< "$(printf '%s\n' "${missing[@]}" | sort -u | tr '\n' ' ')"
+  apt_require "build tools and servers the suite needs" "${missing[@]}"
   # promtool (Debian's prometheus package) validates /metrics scrapes and alert rules in tests.
-  if ! command -v promtool >/dev/null; then
-    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
-      say "installing promtool (apt package prometheus; its daemon is not started)"
-      apt_install_without_starting_services prometheus || die "could not install prometheus (promtool) with apt-get"
-    else
-      die "promtool is needed by the telemetry tests; install it (e.g. sudo apt-get install prometheus)"
-    fi
-  fi
+  command -v promtool >/dev/null || apt_require "promtool for the telemetry tests; the prometheus daemon is not started" prometheus
   if ! cargo nextest --version >/dev/null 2>&1; then
     say "installing cargo-nextest from crates.io"
     cargo install --locked cargo-nextest >/dev/null || die "could not install cargo-nextest from crates.io"

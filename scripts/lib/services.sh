@@ -7,9 +7,11 @@ http_answers() { curl -s -o /dev/null -m 2 "$1"; }
 
 start_kafka() {
   local port=$SUMMIT_KAFKA_PORT
+  # Installed even when the broker already runs: tests start private brokers from the same
+  # binary ($SUMMIT_TANSU_BIN), and the cache dir may be new while the broker is not.
+  install_tansu
   our_pid kafka >/dev/null && { say "kafka (tansu) already running on 127.0.0.1:$port"; return 0; }
   require_free_port kafka "$port"
-  install_tansu
   # Memory storage: fast and leaves nothing behind; the broker is throwaway by design here.
   launch kafka "$CACHE_DIR/tansu/tansu" "$CACHE_DIR/tansu/tansu" broker \
     --listener-url "tcp://127.0.0.1:$port" \
@@ -74,18 +76,33 @@ start_sqs() {
   say "sqs (moto) up on 127.0.0.1:$port"
 }
 
-# PostgreSQL: reuse one that already answers on the port (a developer's or the CI machine's own
-# server, trust auth); otherwise a throwaway cluster under $DEV_DIR/pg that `down` removes.
+# PostgreSQL: reuse one that already answers on the port and lets user postgres in without a
+# password (a developer's or the CI machine's own server); otherwise a throwaway cluster under
+# $DEV_DIR/pg that `down` removes. A server that wants a password (a stock `apt-get install
+# postgresql`) is left alone and the throwaway cluster takes $SUMMIT_PG_FALLBACK_PORT instead;
+# the port is recorded so `scripts/dev env` and later runs find it.
 pg_bin() { ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1; }
+pg_answers() { command -v pg_isready >/dev/null && pg_isready -q -h 127.0.0.1 -p "$1"; }
+pg_trusts() {
+  pg_answers "$1" && PGPASSWORD= psql -w -q -h 127.0.0.1 -p "$1" -U postgres -d postgres -c 'select 1' >/dev/null 2>&1
+}
+
+use_pg_port() {
+  SUMMIT_PG_PORT=$1
+  export SUMMIT_PG_PORT SUMMIT_POSTGRES_URL="postgres://postgres@127.0.0.1:$1/postgres"
+}
 
 start_postgres() {
   local port=$SUMMIT_PG_PORT data="$DEV_DIR/pg/data" sock="$DEV_DIR/pg/sock" bin
   our_pid postgres >/dev/null && { say "postgres (throwaway cluster) already running on 127.0.0.1:$port"; return 0; }
-  if command -v pg_isready >/dev/null && pg_isready -q -h 127.0.0.1 -p "$port"; then
-    psql -q -h 127.0.0.1 -p "$port" -U postgres -d postgres -c 'select 1' >/dev/null 2>&1 \
-      || die "a PostgreSQL on 127.0.0.1:$port answers but refuses user postgres without a password; set SUMMIT_PG_PORT to a free port to get a throwaway cluster"
-    say "postgres: reusing the server already on 127.0.0.1:$port"
-    return 0
+  if pg_answers "$port"; then
+    if pg_trusts "$port"; then
+      say "postgres: reusing the server already on 127.0.0.1:$port"
+      return 0
+    fi
+    warn "the PostgreSQL on 127.0.0.1:$port wants a password for user postgres; leaving it alone and starting a throwaway cluster on 127.0.0.1:$SUMMIT_PG_FALLBACK_PORT (SUMMIT_PG_FALLBACK_PORT)"
+    port=$SUMMIT_PG_FALLBACK_PORT
+    use_pg_port "$port"
   fi
   require_free_port postgres "$port"
   bin=$(pg_bin)
@@ -106,6 +123,7 @@ start_postgres() {
     -o "-p $port -k $sock -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=300" start >/dev/null \
     || die "the throwaway PostgreSQL did not start; log: $LOG_DIR/postgres.log"
   echo "$(head -1 "$data/postmaster.pid") $data" > "$(pidfile postgres)"
+  echo "$port" > "$RUN_DIR/postgres.port"
   say "postgres (throwaway cluster in $data) up on 127.0.0.1:$port"
 }
 
@@ -115,7 +133,7 @@ stop_postgres() {
   bin=$(pg_bin)
   local as=(); [ "$(id -u)" = 0 ] && as=(runuser -u postgres --)
   "${as[@]}" "$bin/pg_ctl" -D "$data" -m fast -w stop >/dev/null 2>&1 || stop_pid postgres
-  rm -f "$(pidfile postgres)"
+  rm -f "$(pidfile postgres)" "$RUN_DIR/postgres.port"
   rm -rf "$DEV_DIR/pg"
   say "stopped postgres (throwaway cluster removed)"
 }
@@ -160,7 +178,7 @@ service_status() {
   port=$(port_of "$svc")
   if pid=$(our_pid "$svc"); then
     printf '  %-11s up        127.0.0.1:%-6s pid %s (started by scripts/dev)\n' "$svc" "$port" "$pid"
-  elif [ "$svc" = postgres ] && command -v pg_isready >/dev/null && pg_isready -q -h 127.0.0.1 -p "$port"; then
+  elif [ "$svc" = postgres ] && pg_answers "$port"; then
     printf '  %-11s external  127.0.0.1:%-6s (an existing server, reused)\n' "$svc" "$port"
   elif port_open "$port"; then
     printf '  %-11s foreign   127.0.0.1:%-6s port held by a process scripts/dev did not start\n' "$svc" "$port"

@@ -5,15 +5,16 @@ use sqlx::{AssertSqlSafe, ConnectOptions, Connection, PgConnection};
 
 use crate::{Endpoints, Result, SupportError, unique_name};
 
-/// A database that exists only for one test. Dropping it does not remove the database (async
-/// drop is not available); [`TestDatabase::drop_database`] does, and `scripts/dev down` removes
-/// the throwaway cluster as a whole.
+/// A database that exists only for one test: it is dropped when the value is (also when the
+/// test fails and unwinds), or earlier with [`TestDatabase::drop_database`], so a long-lived
+/// shared server does not fill up with test databases.
 #[derive(Debug)]
 pub struct TestDatabase {
     pub name: String,
     pub url: String,
     pub pool: PgPool,
     admin_url: String,
+    dropped: bool,
 }
 
 impl TestDatabase {
@@ -57,32 +58,61 @@ impl TestDatabase {
             url,
             pool,
             admin_url,
+            dropped: false,
         })
     }
 
-    /// Closes the pool and drops the database.
-    pub async fn drop_database(self) -> Result<()> {
+    /// Closes the pool and drops the database now, reporting a failure.
+    pub async fn drop_database(mut self) -> Result<()> {
         self.pool.close().await;
-        let mut admin = PgConnection::connect(&self.admin_url).await.map_err(|e| {
-            SupportError::Unreachable {
-                server: "postgres",
-                endpoint: self.admin_url.clone(),
-                source: Box::new(e),
-            }
-        })?;
-        sqlx::raw_sql(AssertSqlSafe(format!(
-            "DROP DATABASE IF EXISTS \"{}\" WITH (FORCE)",
-            self.name
-        )))
-        .execute(&mut admin)
-        .await
-        .map_err(|e| SupportError::Create {
-            server: "postgres",
-            what: "database (drop)",
-            name: self.name.clone(),
-            message: e.to_string(),
-        })?;
-        let _ = admin.close().await;
-        Ok(())
+        self.dropped = true;
+        drop_named(&self.admin_url, &self.name).await
     }
+}
+
+impl Drop for TestDatabase {
+    /// Drops the database on a thread of its own (no async drop; the test's runtime may be
+    /// shutting down). `WITH (FORCE)` ends the pool's connections.
+    fn drop(&mut self) {
+        if self.dropped {
+            return;
+        }
+        let (admin_url, name) = (self.admin_url.clone(), self.name.clone());
+        let dropper = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(|e| e.to_string())?;
+            runtime
+                .block_on(drop_named(&admin_url, &name))
+                .map_err(|e| e.to_string())
+        });
+        if let Ok(Err(error)) = dropper.join() {
+            eprintln!("test database {} not dropped: {error}", self.name);
+        }
+    }
+}
+
+async fn drop_named(admin_url: &str, name: &str) -> Result<()> {
+    let mut admin =
+        PgConnection::connect(admin_url)
+            .await
+            .map_err(|e| SupportError::Unreachable {
+                server: "postgres",
+                endpoint: admin_url.to_owned(),
+                source: Box::new(e),
+            })?;
+    sqlx::raw_sql(AssertSqlSafe(format!(
+        "DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"
+    )))
+    .execute(&mut admin)
+    .await
+    .map_err(|e| SupportError::Create {
+        server: "postgres",
+        what: "database (drop)",
+        name: name.to_owned(),
+        message: e.to_string(),
+    })?;
+    let _ = admin.close().await;
+    Ok(())
 }

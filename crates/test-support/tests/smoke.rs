@@ -484,6 +484,30 @@ mod postgres {
         );
         db.drop_database().await.expect("drop");
     }
+
+    #[tokio::test]
+    async fn a_test_database_is_dropped_with_its_value() {
+        let endpoints = Endpoints::from_env();
+        let db = TestDatabase::create(&endpoints, "smoke_drop")
+            .await
+            .expect("database");
+        let name = db.name.clone();
+        let admin = sqlx::PgPool::connect(&endpoints.postgres_admin_url)
+            .await
+            .expect("admin pool");
+        let exists = |admin: sqlx::PgPool, name: String| async move {
+            sqlx::query_scalar::<_, bool>(
+                "SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)",
+            )
+            .bind(name)
+            .fetch_one(&admin)
+            .await
+            .expect("pg_database")
+        };
+        assert!(exists(admin.clone(), name.clone()).await);
+        drop(db);
+        assert!(!exists(admin, name).await, "dropped when the value was");
+    }
 }
 
 mod fault_injection {
