@@ -33,6 +33,15 @@ pub enum ConfigError {
     Invalid { key: String, problem: String },
 }
 
+impl From<summit_ingest::RouteError> for ConfigError {
+    fn from(error: summit_ingest::RouteError) -> Self {
+        Self::Invalid {
+            key: error.key,
+            problem: error.problem,
+        }
+    }
+}
+
 impl ConfigError {
     pub fn invalid(key: impl Into<String>, problem: impl std::fmt::Display) -> Self {
         Self::Invalid {
@@ -578,6 +587,43 @@ impl Config {
             }
         }
         Ok(())
+    }
+
+    /// The routes as the ingest core takes them (paths resolved against the config file).
+    pub fn route_specs(&self) -> Vec<summit_ingest::RouteSpec> {
+        self.routes
+            .iter()
+            .enumerate()
+            .map(|(index, route)| summit_ingest::RouteSpec {
+                key: format!("routes[{index}]"),
+                sources: route.topics.clone(),
+                pattern: route.topic_pattern.clone(),
+                pattern_field: "topic_pattern",
+                dataset: route.dataset.clone(),
+                subject: route.subject.clone(),
+                schema_file: route.schema_file.as_deref().map(|f| self.resolve_path(f)),
+                schema_compatibility: route.schema_compatibility,
+                rules: self.rules_path(route),
+            })
+            .collect()
+    }
+
+    /// Loads every rule set and checks the registry (reachable, subjects known).
+    pub async fn prepare_routes(&self) -> Result<summit_ingest::RouteTable, ConfigError> {
+        let registry = self.schema_registry.as_ref().map(|r| r.url.as_str());
+        Ok(summit_ingest::RouteTable::prepare(registry, &self.route_specs()).await?)
+    }
+
+    /// What to subscribe to: topic names and `^`-patterns.
+    pub fn subscription(&self) -> Vec<String> {
+        let mut topics: Vec<String> = Vec::new();
+        for route in &self.routes {
+            topics.extend(route.topics.iter().cloned());
+            topics.extend(route.topic_pattern.iter().cloned());
+        }
+        topics.sort();
+        topics.dedup();
+        topics
     }
 
     pub fn mesh_bootstrap_servers(&self) -> &str {

@@ -45,19 +45,18 @@ use rdkafka::statistics::Statistics;
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use summit_envelope::headers::DlqErrorKind;
 use summit_envelope::topics;
+use summit_ingest::{
+    ObservedRecord, ObserverSet, OutcomeMetrics, OutcomeObserver, RecordOutcome, RouteTable,
+    TicketFeed, latency_since,
+};
 use summit_lineage::{DatasetName, EpochInput, EpochReport, LineageRun, OffsetRange, RunEnd};
 use summit_mesh::{OutboundRecord, OutputKind, PartitionKey};
 use summit_telemetry::{Metrics, Readiness, WriteResult};
 
 use crate::config::Config;
 use crate::lineage::{RuleAssertions, epoch_outputs, schema_used};
-use crate::observers::{OutcomeMetrics, TicketFeed, latency_since};
-use crate::pipeline::{
-    ClassifiedRecord, ObservedRecord, ObserverSet, OutcomeObserver, PipelineError,
-    RecordClassifier, RecordOutcome, Shutdown,
-};
+use crate::pipeline::{ClassifiedRecord, PipelineError, RecordClassifier, Shutdown};
 use crate::rebalance::{keys_of, report_statistics};
-use crate::routing::RouteTable;
 use crate::service::{Operations, SERVICE_NAME, ServiceError};
 
 /// Variable read (only with `delivery.test_fault_injection`) to abort the n-th transaction.
@@ -254,8 +253,8 @@ impl Observation {
 
     fn observed(&self) -> ObservedRecord<'_> {
         ObservedRecord {
-            partition: &self.partition,
-            offset: self.offset,
+            lane: &self.partition,
+            position: &self.offset,
             bytes: self.bytes,
             dataset: self.dataset.as_deref(),
             event_id: &self.event_id,
@@ -290,8 +289,8 @@ impl OutcomeObserver for ObservationBuffer {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .push(Observation {
-                partition: record.partition.clone(),
-                offset: record.offset,
+                partition: record.lane.clone(),
+                offset: *record.position,
                 bytes: record.bytes,
                 dataset: record.dataset.map(str::to_owned),
                 event_id: record.event_id.to_owned(),
@@ -502,7 +501,7 @@ impl TransactionalPipeline {
         mut self,
         shutdown: impl Future<Output = ()>,
     ) -> Result<Shutdown, TransactionError> {
-        let subscription = RouteTable::subscription(&self.config);
+        let subscription = self.config.subscription();
         let topics: Vec<&str> = subscription.iter().map(String::as_str).collect();
         self.consumer
             .subscribe(&topics)

@@ -27,8 +27,9 @@ use summit_schema::{Decoder, FieldSummary};
 use summit_telemetry::{Metrics, WriteResult};
 
 use crate::config::Config;
-use crate::pipeline::{CommitGate, ObservedRecord, OutcomeObserver, RecordOutcome};
-use crate::routing::{Route, RouteTable};
+use crate::pipeline::CommitGate;
+use summit_ingest::{ObservedRecord, OutcomeObserver, RecordOutcome};
+use summit_ingest::{Route, RouteTable};
 
 const SERVICE: &str = "kafka-consumer";
 
@@ -602,7 +603,7 @@ impl OutcomeObserver for LineageGate {
         let mut state = self.state();
         let ledger = state
             .partitions
-            .entry(record.partition.clone())
+            .entry(record.lane.clone())
             .or_insert_with(|| PartitionLedger {
                 dataset: dataset.clone(),
                 sealed_to: None,
@@ -618,7 +619,7 @@ impl OutcomeObserver for LineageGate {
             }
         });
         ledger.notes.push_back(RecordNote {
-            offset: record.offset,
+            offset: *record.position,
             bytes: record.bytes,
             kind,
             failed_rules,
@@ -667,14 +668,14 @@ rules:
         let yaml = "kafka: { bootstrap_servers: \"127.0.0.1:19092\", group_id: g, cluster_name: c }\n\
                     routes: [{ topics: [orders], dataset: sales, rules: rules.yaml }]\n";
         let config = Config::from_yaml(yaml, Path::new("t.yaml"), dir, Vec::new()).expect("config");
-        let routes = RouteTable::prepare(&config).await.expect("routes");
+        let routes = config.prepare_routes().await.expect("routes");
         LineageGate::new(&config, &routes, None).expect("gate")
     }
 
     fn observe(gate: &LineageGate, partition: i32, offset: i64, outcome: RecordOutcome<'_>) {
         gate.observe(&ObservedRecord {
-            partition: &PartitionKey::new("orders", partition),
-            offset,
+            lane: &PartitionKey::new("orders", partition),
+            position: &offset,
             bytes: 10,
             dataset: Some("sales"),
             event_id: "e",

@@ -8,8 +8,8 @@ use std::sync::Arc;
 use clap::Parser;
 use kafka_consumer::config::{Config, DeliveryMode};
 use kafka_consumer::exactly_once::TransactionError;
-use kafka_consumer::routing::RouteTable;
 use kafka_consumer::service::SERVICE_NAME;
+use summit_ingest::RouteTable;
 use tokio::signal::unix::{SignalKind, signal};
 
 #[derive(Debug, Parser)]
@@ -49,7 +49,7 @@ async fn main() -> ExitCode {
             return ExitCode::from(EXIT_CONFIG);
         }
     };
-    let routes = match RouteTable::prepare(&config).await {
+    let routes = match config.prepare_routes().await {
         Ok(routes) => routes,
         Err(error) => {
             eprintln!("kafka-consumer: configuration error: {error}");

@@ -6,7 +6,7 @@ use std::pin::Pin;
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
-use dq_rules::{Outcome, Verdict};
+use dq_rules::Verdict;
 use rdkafka::ClientConfig;
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::error::KafkaError;
@@ -29,47 +29,9 @@ use tracing::Instrument as _;
 
 use crate::config::Config;
 use crate::rebalance::{RebalanceHandler, commit_offsets, offer_again, offsets_list};
-use crate::routing::{Route, RouteTable};
-
-/// What happened to one source record, for metrics and auto-ticketing.
-#[derive(Debug, Clone, Copy)]
-pub enum RecordOutcome<'a> {
-    Routed(&'a Outcome),
-    DeadLettered(DlqErrorKind),
-}
-
-/// One source record as the observers see it.
-#[derive(Debug, Clone, Copy)]
-pub struct ObservedRecord<'a> {
-    pub partition: &'a PartitionKey,
-    pub offset: i64,
-    /// Key + value bytes.
-    pub bytes: u64,
-    /// `None` when no route matched the topic.
-    pub dataset: Option<&'a str>,
-    pub event_id: &'a str,
-    /// The `summit-schema` value, when the record was decoded.
-    pub schema: Option<&'a str>,
-    pub outcome: RecordOutcome<'a>,
-}
-
-/// Seam for metrics, lineage and tickets: told about every routed or dead-lettered record, on
-/// the consuming task, before its outputs are sent.
-pub trait OutcomeObserver: Send + Sync + std::fmt::Debug {
-    fn observe(&self, record: &ObservedRecord<'_>);
-}
-
-/// Several observers behind one, each told in turn.
-#[derive(Debug, Default)]
-pub struct ObserverSet(pub Vec<Arc<dyn OutcomeObserver>>);
-
-impl OutcomeObserver for ObserverSet {
-    fn observe(&self, record: &ObservedRecord<'_>) {
-        for observer in &self.0 {
-            observer.observe(record);
-        }
-    }
-}
+use summit_ingest::{
+    ObservedRecord, ObserverSet, OutcomeObserver, RecordOutcome, Route, RouteTable,
+};
 
 /// Seam for lineage: called with the offsets about to be committed; an error holds the commit
 /// back (offsets stop advancing, nothing is skipped) until a later attempt succeeds.
@@ -223,7 +185,7 @@ impl Pipeline {
         mut self,
         shutdown: impl Future<Output = ()>,
     ) -> Result<Shutdown, PipelineError> {
-        let subscription = RouteTable::subscription(&self.config);
+        let subscription = self.config.subscription();
         let topics: Vec<&str> = subscription.iter().map(String::as_str).collect();
         self.consumer
             .subscribe(&topics)
@@ -509,8 +471,8 @@ impl RecordClassifier<'_> {
             let partition_key = PartitionKey::new(topic, partition);
             let kind = DlqErrorKind::Undecodable;
             self.observe(&ObservedRecord {
-                partition: &partition_key,
-                offset,
+                lane: &partition_key,
+                position: &offset,
                 bytes,
                 dataset: None,
                 event_id: &event_id,
@@ -675,8 +637,8 @@ impl RecordClassifier<'_> {
                 )],
             };
             self.observe(&ObservedRecord {
-                partition: &partition_key,
-                offset,
+                lane: &partition_key,
+                position: &offset,
                 bytes,
                 dataset: Some(dataset),
                 event_id: &event_id,
@@ -813,8 +775,8 @@ impl RecordClassifier<'_> {
     ) -> Result<Option<ClassifiedRecord>, PipelineError> {
         let bytes = (message.payload_len() + message.key().map_or(0, <[u8]>::len)) as u64;
         self.observe(&ObservedRecord {
-            partition: &partition_key,
-            offset: message.offset(),
+            lane: &partition_key,
+            position: &message.offset(),
             bytes,
             dataset: Some(&route.dataset),
             event_id: provenance.event_id,

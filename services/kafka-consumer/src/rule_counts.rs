@@ -22,8 +22,8 @@ use summit_envelope::{now_millis, topics};
 
 use crate::config::Config;
 use crate::lineage::RuleAssertions;
-use crate::pipeline::{ObservedRecord, OutcomeObserver, RecordOutcome};
-use crate::routing::RouteTable;
+use summit_ingest::RouteTable;
+use summit_ingest::{ObservedRecord, OutcomeObserver, RecordOutcome};
 
 /// The `kind` of a counts record (per-record `dq.events` entries have an `event_id` instead).
 pub const RULE_COUNTS_KIND: &str = "rule_counts";

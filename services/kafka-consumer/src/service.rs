@@ -13,10 +13,10 @@ use summit_tickets::{
 
 use crate::config::Config;
 use crate::lineage::{LineageGate, LineageSetupError};
-use crate::observers::{LatencyMetrics, OutcomeMetrics, TicketFeed};
 use crate::pipeline::{Pipeline, PipelineError, Shutdown};
-use crate::routing::RouteTable;
 use crate::rule_counts::{RuleCounts, RuleCountsReporter};
+use summit_ingest::RouteTable;
+use summit_ingest::{LatencyMetrics, OutcomeMetrics, TicketFeed};
 
 /// The `service` label of every metric and the lineage job prefix.
 pub const SERVICE_NAME: &str = "kafka-consumer";
