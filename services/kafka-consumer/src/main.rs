@@ -59,20 +59,37 @@ async fn main() -> ExitCode {
     match run(config, routes).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
-            eprintln!("kafka-consumer: {error:#}");
-            // Fenced: another process took this instance's transactional id; restarting
-            // this one would only fence that one in turn.
-            match error.downcast_ref::<TransactionError>() {
-                Some(TransactionError::Fenced(_)) => ExitCode::from(EXIT_FENCED),
-                _ => ExitCode::FAILURE,
-            }
+            eprintln!("kafka-consumer: {error}");
+            error.exit_code()
         }
     }
 }
 
-async fn run(config: Arc<Config>, routes: RouteTable) -> anyhow::Result<()> {
-    let mut terminate = signal(SignalKind::terminate())?;
-    let mut interrupt = signal(SignalKind::interrupt())?;
+/// Why a run ended with an error; the exit code is decided here, from the type.
+#[derive(Debug, thiserror::Error)]
+enum RunError {
+    #[error("cannot install the signal handlers: {0}")]
+    Signals(#[source] std::io::Error),
+    #[error(transparent)]
+    Service(#[from] kafka_consumer::service::ServiceError),
+    #[error(transparent)]
+    Transactions(#[from] TransactionError),
+}
+
+impl RunError {
+    fn exit_code(&self) -> ExitCode {
+        match self {
+            // Fenced: another process took this instance's transactional id; restarting this
+            // one would only fence that one in turn.
+            Self::Transactions(TransactionError::Fenced(_)) => ExitCode::from(EXIT_FENCED),
+            _ => ExitCode::FAILURE,
+        }
+    }
+}
+
+async fn run(config: Arc<Config>, routes: RouteTable) -> Result<(), RunError> {
+    let mut terminate = signal(SignalKind::terminate()).map_err(RunError::Signals)?;
+    let mut interrupt = signal(SignalKind::interrupt()).map_err(RunError::Signals)?;
     let shutdown = async move {
         tokio::select! {
             _ = terminate.recv() => tracing::info!("SIGTERM: draining"),
