@@ -17,5 +17,5 @@ pub use headers::{owned_headers, record_headers};
 pub use lineage_emitter::{LineageEmitter, RenewingLineageEmitter};
 pub use producer::{
     DeliveryFailure, MeshError, MeshProducer, PermanentFailure, ProducerSettings, Redeliveries,
-    is_permanent,
+    is_permanent, message_max_bytes,
 };

@@ -65,6 +65,17 @@ pub fn is_permanent(error: &KafkaError) -> bool {
     )
 }
 
+/// `message.max.bytes` from librdkafka producer properties (the last one set wins), or
+/// librdkafka's default.
+pub fn message_max_bytes<'a>(properties: impl IntoIterator<Item = (&'a str, &'a str)>) -> usize {
+    properties
+        .into_iter()
+        .filter(|(key, _)| *key == "message.max.bytes")
+        .last()
+        .and_then(|(_, value)| value.parse().ok())
+        .unwrap_or(DEFAULT_MESSAGE_MAX_BYTES)
+}
+
 /// The first permanent delivery failure, for the pipeline to stop on.
 #[derive(Debug, Default)]
 pub struct PermanentFailure {
@@ -115,12 +126,11 @@ pub struct ProducerSettings {
 impl ProducerSettings {
     /// The largest record the producer will send (`message.max.bytes`, as set or defaulted).
     pub fn message_max_bytes(&self) -> usize {
-        self.properties
-            .iter()
-            .rev()
-            .find(|(key, _)| key == "message.max.bytes")
-            .and_then(|(_, value)| value.parse().ok())
-            .unwrap_or(DEFAULT_MESSAGE_MAX_BYTES)
+        message_max_bytes(
+            self.properties
+                .iter()
+                .map(|(k, v)| (k.as_str(), v.as_str())),
+        )
     }
 
     fn client_config(&self) -> ClientConfig {

@@ -635,17 +635,12 @@ impl Config {
 
     /// The mesh producer's `message.max.bytes`: dead letters past it are written in chunks.
     pub fn mesh_message_max_bytes(&self) -> usize {
-        summit_kafka::ProducerSettings {
-            bootstrap_servers: String::new(),
-            client_id: String::new(),
-            properties: self
-                .mesh
+        summit_kafka::message_max_bytes(
+            self.mesh
                 .producer_properties
                 .iter()
-                .map(|(key, value)| (key.clone(), value.clone()))
-                .collect(),
-        }
-        .message_max_bytes()
+                .map(|(key, value)| (key.as_str(), value.as_str())),
+        )
     }
 
     pub fn lineage_bootstrap_servers(&self) -> &str {
