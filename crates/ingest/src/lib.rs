@@ -1,19 +1,39 @@
 //! The ingest core (DESIGN §2): what every ingest service runs whatever its source, so the
 //! pipeline is written once and a source service is an adapter.
 //!
+//! - [`source`]: the seam to a source ([`Source`], [`SourceRecord`]).
 //! - [`route`]: a source (topic or stream) to its route — dataset, decoder, rule set — prepared
 //!   and checked at start-up from [`route::RouteSpec`]s, errors naming the config key.
-//! - [`observe`]: the observer seam ([`OutcomeObserver`], told about every routed or
-//!   dead-lettered record by lane and position) and the observers every service has:
-//!   [`OutcomeMetrics`], [`LatencyMetrics`] (a delivery observer) and [`TicketFeed`].
+//! - [`classify`]: one record → its outputs (size and header checks, decode, rules, routing).
+//! - [`commit`]: the commit path (finalizer → commit gate → checkpointer → metrics) used by
+//!   the run loop, a revoke or lease loss, and shutdown.
+//! - [`dlq`]: DLQ overload control (budget, companion compaction).
+//! - [`pipeline`]: the run loop with backpressure, commit tick and drain.
+//! - [`observe`]: the observer seam ([`OutcomeObserver`]) and the observers every service has.
+//! - [`memory`]: an in-memory source, sink and checkpointer, for the core's own pipeline tests
+//!   and for adapters' unit tests.
 //!
 //! No Kafka or AWS client is in this crate's dependencies (`cargo tree -p summit-ingest`).
 
+pub mod classify;
+pub mod commit;
+pub mod dlq;
+pub mod memory;
 pub mod observe;
+pub mod pipeline;
 pub mod route;
+pub mod source;
+pub mod trace;
 
+pub use classify::{Classified, Classifier, ClassifyError, ClassifySettings, DeadLettered};
+pub use commit::{
+    Backoff, CheckpointError, Checkpointer, CommitGate, CommitPath, CommitStopped, GateError,
+};
+pub use dlq::{CompactionPolicy, DlqLimits};
 pub use observe::{
     LatencyMetrics, ObservedRecord, ObserverSet, OutcomeMetrics, OutcomeObserver, RecordOutcome,
     TicketFeed, latency_since,
 };
+pub use pipeline::{IngestPipeline, PipelineSettings, RunError, Shutdown};
 pub use route::{Route, RouteError, RouteSpec, RouteTable};
+pub use source::{Carriers, Source, SourceRecord, SpanFields};

@@ -115,6 +115,10 @@ pub struct Metrics {
     inflight_bytes: IntGauge,
     partitions_paused: IntGauge,
     commits: IntCounterVec,
+    dlq_throttled: IntGaugeVec,
+    dlq_throttle_pauses: IntCounterVec,
+    dlq_companions_compacted: IntCounterVec,
+    dlq_summaries: IntCounterVec,
 }
 
 impl Metrics {
@@ -151,6 +155,14 @@ impl Metrics {
                 &["source", "partition"],
             )?;
             registry.register(Box::new(consumer_lag.clone()))?;
+            let dlq_throttled = IntGaugeVec::new(
+                opts(
+                    "summit_dlq_throttled",
+                    "1 while a source is paused because its dead letters exceed the DLQ budget (alert on this).",
+                ),
+                &["source"],
+            )?;
+            registry.register(Box::new(dlq_throttled.clone()))?;
             Ok(Self {
                 service: service.to_owned(),
                 records: counter(
@@ -200,6 +212,22 @@ impl Metrics {
                     "summit_commit_total",
                     "Source position commits, by result.",
                     &["result"],
+                )?,
+                dlq_throttled,
+                dlq_throttle_pauses: counter(
+                    "summit_dlq_throttle_pauses_total",
+                    "Times a source was paused for exceeding its DLQ budget (records/s or bytes/s).",
+                    &["source"],
+                )?,
+                dlq_companions_compacted: counter(
+                    "summit_dlq_companions_compacted_total",
+                    "dq.events companions of dead letters folded into a burst summary instead of written one by one.",
+                    &["source", "kind"],
+                )?,
+                dlq_summaries: counter(
+                    "summit_dlq_summaries_total",
+                    "Burst summary records written to dq.events, by source and error kind.",
+                    &["source", "kind"],
                 )?,
                 registry: registry.clone(),
             })
@@ -276,6 +304,31 @@ impl Metrics {
 
     pub fn set_partitions_paused(&self, paused: i64) {
         self.partitions_paused.set(paused);
+    }
+
+    /// `summit_dlq_throttled{source}` to 1 (paused over the DLQ budget) or 0; a pause also
+    /// counts in `summit_dlq_throttle_pauses_total`.
+    pub fn set_dlq_throttled(&self, source: &str, throttled: bool) {
+        self.dlq_throttled
+            .with_label_values(&[source])
+            .set(i64::from(throttled));
+        if throttled {
+            self.dlq_throttle_pauses.with_label_values(&[source]).inc();
+        }
+    }
+
+    /// One dead letter's `dq.events` companion folded into a burst summary.
+    pub fn record_dlq_companion_compacted(&self, source: &str, kind: DlqErrorKind) {
+        self.dlq_companions_compacted
+            .with_label_values(&[source, kind.as_str()])
+            .inc();
+    }
+
+    /// A burst summary written to `dq.events`.
+    pub fn record_dlq_summary(&self, source: &str, kind: DlqErrorKind) {
+        self.dlq_summaries
+            .with_label_values(&[source, kind.as_str()])
+            .inc();
     }
 
     pub fn record_commit(&self, result: WriteResult) {
