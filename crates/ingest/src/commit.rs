@@ -81,6 +81,8 @@ pub struct CommitPath<L: Lane, P: Position> {
     held: Mutex<HeldState>,
     stopped: Mutex<Option<GateError>>,
     stop_raised: Notify,
+    /// Lanes forgotten since the run loop last asked (it drops their DLQ summary windows).
+    released: Mutex<Vec<L>>,
 }
 
 impl<L: Lane, P: Position> CommitPath<L, P> {
@@ -98,6 +100,7 @@ impl<L: Lane, P: Position> CommitPath<L, P> {
             held: Mutex::default(),
             stopped: Mutex::new(None),
             stop_raised: Notify::new(),
+            released: Mutex::default(),
         }
     }
 
@@ -201,6 +204,15 @@ impl<L: Lane, P: Position> CommitPath<L, P> {
         if let Some(gate) = &self.gate {
             gate.released(lanes);
         }
+        self.released
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .extend_from_slice(lanes);
+    }
+
+    /// The lanes forgotten since the last call.
+    pub fn take_released(&self) -> Vec<L> {
+        std::mem::take(&mut *self.released.lock().unwrap_or_else(PoisonError::into_inner))
     }
 
     /// Resolves when the gate refused for good; the run loop stops on it.

@@ -7,6 +7,8 @@
 //! - [`classify`]: one record → its outputs (size and header checks, decode, rules, routing).
 //! - [`commit`]: the commit path (finalizer → commit gate → checkpointer → metrics) used by
 //!   the run loop, a revoke or lease loss, and shutdown.
+//! - [`config`]: the config loader (`SUMMIT_` overrides, errors naming the key) and the
+//!   sections every service shares.
 //! - [`dlq`]: DLQ overload control (budget, companion compaction).
 //! - [`pipeline`]: the run loop with backpressure, commit tick and drain.
 //! - [`observe`]: the observer seam ([`OutcomeObserver`]) and the observers every service has.
@@ -17,6 +19,7 @@
 
 pub mod classify;
 pub mod commit;
+pub mod config;
 pub mod dlq;
 pub mod memory;
 pub mod observe;

@@ -120,6 +120,10 @@ impl<L: Lane, P: Position, S: RecordSink<L, P>> IngestPipeline<L, P, S> {
         tokio::pin!(shutdown, sink_failed);
         let budget = self.commit.finalizer().budget();
         let result = loop {
+            let released = self.commit.take_released();
+            if !released.is_empty() {
+                self.forget_lanes(&released);
+            }
             self.steer(source, &mut pause);
             let throttled_until = self.dlq().throttled.as_ref().map(|(until, _)| *until);
             tokio::select! {
@@ -322,7 +326,7 @@ impl<L: Lane, P: Position, S: RecordSink<L, P>> IngestPipeline<L, P, S> {
 
     /// Released lanes (revoke, lease loss) lose their open summary windows too: the next owner
     /// re-reads those records.
-    pub fn forget_lanes(&self, lanes: &[L]) {
+    fn forget_lanes(&self, lanes: &[L]) {
         if let Some(compactor) = self.dlq().compactor.as_mut() {
             compactor.forget(lanes);
         }

@@ -11,45 +11,12 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::Deserialize;
-use serde_yaml_ng::Value as YamlValue;
+pub use summit_ingest::config::{
+    AdminConfig, ConfigError, DlqConfig, DqCountsConfig, ENV_PREFIX, RegistryConfig, ServiceConfig,
+    TicketsConfig,
+};
+use summit_ingest::config::{nonempty, positive, positive_duration};
 pub use summit_telemetry::TracingConfig;
-use summit_tickets::WebhookConfig;
-
-pub const ENV_PREFIX: &str = "SUMMIT_";
-
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    #[error("cannot read config file {path}: {source}")]
-    Read {
-        path: PathBuf,
-        source: std::io::Error,
-    },
-    #[error("config file {path} is not valid YAML: {message}")]
-    Syntax { path: PathBuf, message: String },
-    #[error("environment variable {variable}: {problem}")]
-    Environment { variable: String, problem: String },
-    /// `key` is the dotted path (`routes[0].topic_pattern`), or `(root)`.
-    #[error("config key `{key}`: {problem}")]
-    Invalid { key: String, problem: String },
-}
-
-impl From<summit_ingest::RouteError> for ConfigError {
-    fn from(error: summit_ingest::RouteError) -> Self {
-        Self::Invalid {
-            key: error.key,
-            problem: error.problem,
-        }
-    }
-}
-
-impl ConfigError {
-    pub fn invalid(key: impl Into<String>, problem: impl std::fmt::Display) -> Self {
-        Self::Invalid {
-            key: key.into(),
-            problem: problem.to_string(),
-        }
-    }
-}
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -79,29 +46,13 @@ pub struct Config {
     /// Periodic per-rule counts in `dq.events` (DESIGN §4).
     #[serde(default)]
     pub dq_counts: DqCountsConfig,
+    /// DLQ overload control (DESIGN §4).
+    #[serde(default)]
+    pub dlq: DlqConfig,
     pub routes: Vec<RouteConfig>,
     /// Directory of the config file: relative rule paths are resolved against it.
     #[serde(skip)]
     pub base_dir: PathBuf,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct ServiceConfig {
-    /// Names this instance in logs and client ids; defaults to `kafka-consumer-<pid>`.
-    pub instance_id: Option<String>,
-    /// SIGTERM/SIGINT: time allowed to drain in-flight outputs, commit and exit.
-    #[serde(with = "humantime_serde")]
-    pub shutdown_grace: Duration,
-}
-
-impl Default for ServiceConfig {
-    fn default() -> Self {
-        Self {
-            instance_id: None,
-            shutdown_grace: Duration::from_secs(30),
-        }
-    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -174,12 +125,6 @@ pub struct MeshConfig {
     /// Extra librdkafka producer properties.
     #[serde(default)]
     pub producer_properties: BTreeMap<String, String>,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RegistryConfig {
-    pub url: String,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
@@ -267,26 +212,6 @@ impl Default for LimitsConfig {
     }
 }
 
-/// The admin HTTP port: `/healthz`, `/readyz`, `/metrics`.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct AdminConfig {
-    /// `127.0.0.1:0` picks a free port; the bound address is logged as `admin_addr`.
-    pub listen: std::net::SocketAddr,
-    /// How often `summit_consumer_lag` is refreshed (librdkafka statistics interval).
-    #[serde(with = "humantime_serde")]
-    pub lag_interval: Duration,
-}
-
-impl Default for AdminConfig {
-    fn default() -> Self {
-        Self {
-            listen: std::net::SocketAddr::from(([127, 0, 0, 1], 9464)),
-            lag_interval: Duration::from_secs(5),
-        }
-    }
-}
-
 /// OpenLineage events to `lineage.events` (DESIGN §6), on the commit path.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -325,44 +250,6 @@ impl Default for LineageConfig {
     }
 }
 
-/// Every `interval`, one `dq.events` record per dataset with the window's outcome totals and
-/// each rule's failures (`kind: "rule_counts"`).
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct DqCountsConfig {
-    pub enabled: bool,
-    #[serde(with = "humantime_serde")]
-    pub interval: Duration,
-}
-
-impl Default for DqCountsConfig {
-    fn default() -> Self {
-        Self {
-            enabled: true,
-            interval: Duration::from_secs(60),
-        }
-    }
-}
-
-/// Data-quality tickets: one per (dataset, rule) per `window` once `threshold` failures of
-/// that rule are seen in it.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct TicketsConfig {
-    pub threshold: u64,
-    #[serde(with = "humantime_serde")]
-    pub window: Duration,
-    #[serde(default = "default_max_samples")]
-    pub max_samples: usize,
-    /// `url` plus optional `request_timeout`, `max_attempts`, `initial_backoff`, `max_backoff`,
-    /// `queue_capacity`.
-    pub webhook: WebhookConfig,
-}
-
-fn default_max_samples() -> usize {
-    10
-}
-
 /// Where records of some source topics go.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -399,14 +286,7 @@ impl Config {
         path: &Path,
         env: impl IntoIterator<Item = (String, String)>,
     ) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.to_owned(),
-            source,
-        })?;
-        let base_dir = path
-            .parent()
-            .map(Path::to_path_buf)
-            .unwrap_or_else(|| PathBuf::from("."));
+        let (text, base_dir) = summit_ingest::config::read_file(path)?;
         Self::from_yaml(&text, path, base_dir, env)
     }
 
@@ -416,42 +296,42 @@ impl Config {
         base_dir: PathBuf,
         env: impl IntoIterator<Item = (String, String)>,
     ) -> Result<Self, ConfigError> {
-        let mut document: YamlValue =
-            serde_yaml_ng::from_str(text).map_err(|e| ConfigError::Syntax {
-                path: path.to_owned(),
-                message: e.to_string(),
-            })?;
-        if document.is_null() {
-            document = YamlValue::Mapping(Default::default());
-        }
-        let mut overrides: Vec<(String, String)> = env
-            .into_iter()
-            .filter(|(name, _)| name.starts_with(ENV_PREFIX) && name.contains("__"))
-            .collect();
-        overrides.sort();
-        for (variable, value) in overrides {
-            apply_override(&mut document, &variable, &value)?;
-        }
-        let mut config: Config = serde_path_to_error::deserialize(document).map_err(|e| {
-            let key = e.path().to_string();
-            ConfigError::Invalid {
-                key: if key == "." { "(root)".to_owned() } else { key },
-                problem: e.into_inner().to_string(),
-            }
-        })?;
+        let mut config: Config = summit_ingest::config::from_yaml(text, path, env)?;
         config.base_dir = base_dir;
         config.validate()?;
         Ok(config)
     }
 
     fn validate(&self) -> Result<(), ConfigError> {
-        let nonempty = |key: &str, value: &str| {
-            if value.trim().is_empty() {
-                Err(ConfigError::invalid(key, "must not be empty"))
-            } else {
-                Ok(())
-            }
-        };
+        self.validate_kafka()?;
+        self.validate_limits()?;
+        self.service.validate()?;
+        self.validate_delivery()?;
+        if self.lineage.enabled {
+            nonempty("lineage.topic", &self.lineage.topic)?;
+            positive("lineage.max_attempts", u64::from(self.lineage.max_attempts))?;
+            positive_duration("lineage.emit_budget", self.lineage.emit_budget)?;
+            positive_duration("lineage.attempt_timeout", self.lineage.attempt_timeout)?;
+        }
+        self.admin.validate()?;
+        self.dq_counts.validate()?;
+        self.dlq.validate()?;
+        if let Some(tickets) = &self.tickets {
+            tickets.validate()?;
+        }
+        if self.routes.is_empty() {
+            return Err(ConfigError::invalid(
+                "routes",
+                "at least one route is needed",
+            ));
+        }
+        for (index, route) in self.routes.iter().enumerate() {
+            self.validate_route(index, route)?;
+        }
+        Ok(())
+    }
+
+    fn validate_kafka(&self) -> Result<(), ConfigError> {
         nonempty("kafka.bootstrap_servers", &self.kafka.bootstrap_servers)?;
         nonempty("kafka.group_id", &self.kafka.group_id)?;
         nonempty("kafka.cluster_name", &self.kafka.cluster_name)?;
@@ -461,60 +341,40 @@ impl Config {
                 "must not contain `/` (it is a segment of summit-source URIs)",
             ));
         }
-        let positive = |key: &str, value: u64| {
-            if value == 0 {
-                Err(ConfigError::invalid(key, "must be greater than 0"))
-            } else {
-                Ok(())
-            }
-        };
-        positive("limits.max_record_bytes", self.limits.max_record_bytes)?;
-        positive(
-            "limits.max_in_flight_records",
-            self.limits.max_in_flight_records,
-        )?;
-        positive(
-            "limits.max_in_flight_bytes",
-            self.limits.max_in_flight_bytes,
-        )?;
-        positive("limits.fetch_queue_kbytes", self.limits.fetch_queue_kbytes)?;
-        let positive_duration = |key: &str, value: Duration| {
-            if value.is_zero() {
-                Err(ConfigError::invalid(key, "must be greater than 0"))
-            } else {
-                Ok(())
-            }
-        };
-        positive_duration("service.shutdown_grace", self.service.shutdown_grace)?;
-        positive_duration("kafka.session_timeout", self.kafka.session_timeout)?;
-        positive_duration("delivery.commit_interval", self.delivery.commit_interval)?;
-        positive_duration("dq_counts.interval", self.dq_counts.interval)?;
-        positive_duration("delivery.retry_backoff", self.delivery.retry_backoff)?;
-        positive_duration(
-            "delivery.retry_backoff_max",
-            self.delivery.retry_backoff_max,
-        )?;
+        positive_duration("kafka.session_timeout", self.kafka.session_timeout)
+    }
+
+    fn validate_limits(&self) -> Result<(), ConfigError> {
+        let limits = &self.limits;
+        positive("limits.max_record_bytes", limits.max_record_bytes)?;
+        positive("limits.max_in_flight_records", limits.max_in_flight_records)?;
+        positive("limits.max_in_flight_bytes", limits.max_in_flight_bytes)?;
+        positive("limits.fetch_queue_kbytes", limits.fetch_queue_kbytes)
+    }
+
+    fn validate_delivery(&self) -> Result<(), ConfigError> {
+        let delivery = &self.delivery;
+        positive_duration("delivery.commit_interval", delivery.commit_interval)?;
+        positive_duration("delivery.retry_backoff", delivery.retry_backoff)?;
+        positive_duration("delivery.retry_backoff_max", delivery.retry_backoff_max)?;
         positive_duration(
             "delivery.rebalance_drain_timeout",
-            self.delivery.rebalance_drain_timeout,
+            delivery.rebalance_drain_timeout,
         )?;
         positive(
             "delivery.transaction_max_records",
-            self.delivery.transaction_max_records,
+            delivery.transaction_max_records,
         )?;
         positive_duration(
             "delivery.transaction_interval",
-            self.delivery.transaction_interval,
+            delivery.transaction_interval,
         )?;
-        positive_duration(
-            "delivery.transaction_timeout",
-            self.delivery.transaction_timeout,
-        )?;
+        positive_duration("delivery.transaction_timeout", delivery.transaction_timeout)?;
         nonempty(
             "delivery.transactional_id_prefix",
-            &self.delivery.transactional_id_prefix,
+            &delivery.transactional_id_prefix,
         )?;
-        if self.delivery.mode == DeliveryMode::ExactlyOnce
+        if delivery.mode == DeliveryMode::ExactlyOnce
             && self.mesh_bootstrap_servers() != self.kafka.bootstrap_servers
         {
             // send_offsets_to_transaction commits through the producer's cluster.
@@ -523,67 +383,51 @@ impl Config {
                 "exactly_once needs the mesh and the source on one cluster",
             ));
         }
-        if self.lineage.enabled {
-            nonempty("lineage.topic", &self.lineage.topic)?;
-            positive("lineage.max_attempts", u64::from(self.lineage.max_attempts))?;
-            positive_duration("lineage.emit_budget", self.lineage.emit_budget)?;
-            positive_duration("lineage.attempt_timeout", self.lineage.attempt_timeout)?;
-        }
-        positive_duration("admin.lag_interval", self.admin.lag_interval)?;
-        if let Some(tickets) = &self.tickets {
-            positive("tickets.threshold", tickets.threshold)?;
-            positive_duration("tickets.window", tickets.window)?;
-            nonempty("tickets.webhook.url", &tickets.webhook.url)?;
-        }
-        if self.routes.is_empty() {
+        Ok(())
+    }
+
+    fn validate_route(&self, index: usize, route: &RouteConfig) -> Result<(), ConfigError> {
+        let key = |field: &str| format!("routes[{index}].{field}");
+        if route.topics.is_empty() && route.topic_pattern.is_none() {
             return Err(ConfigError::invalid(
-                "routes",
-                "at least one route is needed",
+                format!("routes[{index}]"),
+                "needs `topics` or `topic_pattern`",
             ));
         }
-        for (index, route) in self.routes.iter().enumerate() {
-            let key = |field: &str| format!("routes[{index}].{field}");
-            if route.topics.is_empty() && route.topic_pattern.is_none() {
+        for topic in &route.topics {
+            nonempty(&key("topics"), topic)?;
+        }
+        if let Some(pattern) = &route.topic_pattern {
+            if !pattern.starts_with('^') {
                 return Err(ConfigError::invalid(
-                    format!("routes[{index}]"),
-                    "needs `topics` or `topic_pattern`",
+                    key("topic_pattern"),
+                    "must start with `^` (librdkafka subscribes by regex only then)",
                 ));
             }
-            for topic in &route.topics {
-                nonempty(&key("topics"), topic)?;
-            }
-            if let Some(pattern) = &route.topic_pattern {
-                if !pattern.starts_with('^') {
-                    return Err(ConfigError::invalid(
-                        key("topic_pattern"),
-                        "must start with `^` (librdkafka subscribes by regex only then)",
-                    ));
-                }
-                regex::Regex::new(pattern)
-                    .map_err(|e| ConfigError::invalid(key("topic_pattern"), e))?;
-            }
-            nonempty(&key("dataset"), &route.dataset)?;
-            if route.subject.is_none()
-                && (route.schema_file.is_some() || route.schema_compatibility.is_some())
-            {
-                let field = if route.schema_file.is_some() {
-                    "schema_file"
-                } else {
-                    "schema_compatibility"
-                };
+            regex::Regex::new(pattern)
+                .map_err(|e| ConfigError::invalid(key("topic_pattern"), e))?;
+        }
+        nonempty(&key("dataset"), &route.dataset)?;
+        if route.subject.is_none()
+            && (route.schema_file.is_some() || route.schema_compatibility.is_some())
+        {
+            let field = if route.schema_file.is_some() {
+                "schema_file"
+            } else {
+                "schema_compatibility"
+            };
+            return Err(ConfigError::invalid(
+                key(field),
+                format!("needs {} (the registry subject to check)", key("subject")),
+            ));
+        }
+        if let Some(subject) = &route.subject {
+            nonempty(&key("subject"), subject)?;
+            if self.schema_registry.is_none() {
                 return Err(ConfigError::invalid(
-                    key(field),
-                    format!("needs {} (the registry subject to check)", key("subject")),
+                    "schema_registry.url",
+                    format!("required because {} is set", key("subject")),
                 ));
-            }
-            if let Some(subject) = &route.subject {
-                nonempty(&key("subject"), subject)?;
-                if self.schema_registry.is_none() {
-                    return Err(ConfigError::invalid(
-                        "schema_registry.url",
-                        format!("required because {} is set", key("subject")),
-                    ));
-                }
             }
         }
         Ok(())
@@ -651,10 +495,7 @@ impl Config {
     }
 
     pub fn instance_id(&self) -> String {
-        self.service
-            .instance_id
-            .clone()
-            .unwrap_or_else(|| format!("kafka-consumer-{}", std::process::id()))
+        self.service.instance_id(crate::service::SERVICE_NAME)
     }
 
     /// exactly_once: one transactional id per instance (KIP-447: the consumer group metadata
@@ -675,49 +516,6 @@ impl Config {
     pub fn resolve_path(&self, path: &Path) -> PathBuf {
         self.base_dir.join(path)
     }
-}
-
-fn apply_override(
-    document: &mut YamlValue,
-    variable: &str,
-    value: &str,
-) -> Result<(), ConfigError> {
-    let env_error = |problem: &str| ConfigError::Environment {
-        variable: variable.to_owned(),
-        problem: problem.to_owned(),
-    };
-    let path = &variable[ENV_PREFIX.len()..];
-    let segments: Vec<String> = path.split("__").map(str::to_ascii_lowercase).collect();
-    if segments.iter().any(String::is_empty) {
-        return Err(env_error("empty key segment"));
-    }
-    let parsed: YamlValue =
-        serde_yaml_ng::from_str(value).unwrap_or_else(|_| YamlValue::String(value.to_owned()));
-    let mut node = document;
-    for segment in &segments {
-        node = match node {
-            YamlValue::Sequence(items) => {
-                let index: usize = segment
-                    .parse()
-                    .map_err(|_| env_error("a list needs a numeric index segment"))?;
-                items
-                    .get_mut(index)
-                    .ok_or_else(|| env_error("list index out of range"))?
-            }
-            other => {
-                if other.is_null() {
-                    *other = YamlValue::Mapping(Default::default());
-                }
-                let YamlValue::Mapping(map) = other else {
-                    return Err(env_error("the key above this one is not a section"));
-                };
-                map.entry(YamlValue::String(segment.clone()))
-                    .or_insert(YamlValue::Null)
-            }
-        };
-    }
-    *node = parsed;
-    Ok(())
 }
 
 #[cfg(test)]

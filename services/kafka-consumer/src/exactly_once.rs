@@ -55,9 +55,11 @@ use summit_telemetry::{Metrics, Readiness, WriteResult};
 
 use crate::config::Config;
 use crate::lineage::{RuleAssertions, epoch_outputs, schema_used};
-use crate::pipeline::{ClassifiedRecord, PipelineError, RecordClassifier, Shutdown};
+use crate::pipeline::{Shutdown, classify_settings};
 use crate::rebalance::{keys_of, report_statistics};
 use crate::service::{Operations, SERVICE_NAME, ServiceError};
+use crate::source::{KafkaRecord, source_consumer_config};
+use summit_ingest::{Classified, Classifier, ClassifyError};
 
 /// Variable read (only with `delivery.test_fault_injection`) to abort the n-th transaction.
 pub const FAIL_TXN_AFTER_ENV: &str = "SUMMIT_TEST_FAIL_TXN_AFTER";
@@ -94,7 +96,7 @@ pub enum TransactionError {
     #[error("{FAIL_TXN_AFTER_ENV} must be a positive integer, got `{0}`")]
     FaultInjection(String),
     #[error(transparent)]
-    Pipeline(#[from] PipelineError),
+    Classify(#[from] ClassifyError),
     /// Metrics, the admin server or the ticketer could not start.
     #[error(transparent)]
     Operations(#[from] ServiceError),
@@ -317,7 +319,12 @@ struct Batch {
 }
 
 impl Batch {
-    fn push(&mut self, record: ClassifiedRecord, observations: Vec<Observation>, revocations: u64) {
+    fn push(
+        &mut self,
+        record: Classified<PartitionKey, i64>,
+        observations: Vec<Observation>,
+        revocations: u64,
+    ) {
         if self.started.is_none() {
             self.started = Some(Instant::now());
             self.revocations_at_start = revocations;
@@ -327,22 +334,24 @@ impl Batch {
         self.observations.extend(observations);
         if record.outputs.iter().any(|o| o.kind != OutputKind::DqEvent) {
             self.timed
-                .push((record.partition_key.topic.clone(), record.event_time_ms));
+                .push((record.lane.topic.clone(), record.event_time_ms));
         }
-        let key = (record.partition_key.topic, record.partition_key.partition);
+        let (offset, bytes) = (record.position, record.bytes);
+        let key = (record.lane.topic.clone(), record.lane.partition);
         let entry = self.positions.entry(key).or_insert((
             Span {
-                first: record.offset,
-                last: record.offset,
+                first: offset,
+                last: offset,
             },
             0,
             0,
         ));
-        entry.0.first = entry.0.first.min(record.offset);
-        entry.0.last = entry.0.last.max(record.offset);
+        entry.0.first = entry.0.first.min(offset);
+        entry.0.last = entry.0.last.max(offset);
         entry.1 += 1;
-        entry.2 += record.bytes;
-        self.outputs.extend(record.outputs);
+        entry.2 += bytes;
+        // exactly_once writes every companion: a burst is bounded by the transaction size.
+        self.outputs.extend(record.into_outputs());
     }
 
     /// The offsets to commit: one past the last record of each partition.
@@ -368,7 +377,8 @@ enum Failure {
 /// The running exactly_once service.
 pub struct TransactionalPipeline {
     config: Arc<Config>,
-    routes: RouteTable,
+    /// Told about each record through `recorder`.
+    classifier: Classifier<PartitionKey, i64>,
     consumer: StreamConsumer<AssignmentTracker>,
     producer: FutureProducer,
     transactional_id: String,
@@ -414,7 +424,7 @@ impl TransactionalPipeline {
             None
         };
         let instance = config.instance_id();
-        let mut consumer_config = crate::pipeline::source_consumer_config(&config);
+        let mut consumer_config = source_consumer_config(&config);
         // Set after the user's properties: this mode is only exactly-once when the consumer skips
         // aborted data.
         consumer_config.set("isolation.level", "read_committed");
@@ -453,6 +463,8 @@ impl TransactionalPipeline {
                 source,
             })?;
         tracing::info!(%transactional_id, "transactions initialised");
+        let recorder: Arc<ObservationBuffer> = Arc::default();
+        let settings = classify_settings(&config, Some(config.mesh_message_max_bytes()));
         let rules = routes
             .routes()
             .iter()
@@ -460,7 +472,7 @@ impl TransactionalPipeline {
             .collect();
         Ok(Self {
             config,
-            routes,
+            classifier: Classifier::new(routes, settings, Some(recorder.clone())),
             consumer,
             producer,
             transactional_id,
@@ -470,7 +482,7 @@ impl TransactionalPipeline {
             transactions_begun: 0,
             fail_transaction,
             rules,
-            recorder: Arc::default(),
+            recorder,
             observers: ObserverSet::default(),
             metrics: None,
         })
@@ -544,14 +556,11 @@ impl TransactionalPipeline {
                 received = self.consumer.recv() => {
                     match received {
                         Ok(message) => {
-                            let recorder: Arc<dyn OutcomeObserver> = self.recorder.clone();
-                            let classifier = RecordClassifier {
-                                config: &self.config,
-                                routes: &self.routes,
-                                outcomes: Some(&recorder),
-                                dlq_max_record_bytes: Some(self.config.mesh_message_max_bytes()),
+                            let record = KafkaRecord {
+                                message,
+                                cluster: &self.config.kafka.cluster_name,
                             };
-                            let classified = classifier.classify(&message, shutdown).await?;
+                            let classified = self.classifier.classify(&record, shutdown).await?;
                             let observations = self.recorder.take();
                             match classified {
                                 Some(record) => {
@@ -782,7 +791,7 @@ impl TransactionalPipeline {
         let mesh_cluster = self.config.mesh_bootstrap_servers().to_owned();
         let mut by_dataset: BTreeMap<Arc<str>, DatasetEpoch> = BTreeMap::new();
         for ((topic, partition), (span, records, bytes)) in &batch.positions {
-            let Some((_, route)) = self.routes.resolve(topic) else {
+            let Some((_, route)) = self.classifier.routes().resolve(topic) else {
                 continue;
             };
             let epoch = by_dataset
@@ -847,17 +856,16 @@ impl TransactionalPipeline {
                 events.push(start);
                 run
             });
-            events.push(
-                run.epoch_complete(EpochReport {
-                    epoch_id: self.next_epoch,
-                    inputs: epoch.inputs.into_values().collect(),
-                    outputs,
-                    schema: epoch
-                        .schema
-                        .map(|id| schema_used(self.routes.decoder().map(Arc::as_ref), id)),
-                    ruleset: Some(epoch.ruleset),
-                }),
-            );
+            events.push(run.epoch_complete(EpochReport {
+                epoch_id: self.next_epoch,
+                inputs: epoch.inputs.into_values().collect(),
+                outputs,
+                schema:
+                    epoch.schema.map(|id| {
+                        schema_used(self.classifier.routes().decoder().map(Arc::as_ref), id)
+                    }),
+                ruleset: Some(epoch.ruleset),
+            }));
         }
         // Kept until a commit: an aborted transaction's START events are sent again.
         self.pending_lineage = events
@@ -971,13 +979,14 @@ mod tests {
     use super::*;
     use summit_mesh::PartitionKey;
 
-    fn record(topic: &str, partition: i32, offset: i64) -> ClassifiedRecord {
-        ClassifiedRecord {
-            partition_key: PartitionKey::new(topic, partition),
-            offset,
+    fn record(topic: &str, partition: i32, offset: i64) -> Classified<PartitionKey, i64> {
+        Classified {
+            lane: PartitionKey::new(topic, partition),
+            position: offset,
             bytes: 10,
             event_time_ms: 0,
             outputs: Vec::new(),
+            dead_letter: None,
         }
     }
 

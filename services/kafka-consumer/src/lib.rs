@@ -15,3 +15,4 @@ pub mod pipeline;
 pub mod rebalance;
 pub mod rule_counts;
 pub mod service;
+pub mod source;

@@ -10,8 +10,6 @@
 //! outage costs one pending epoch per dataset, not one per tick.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -27,7 +25,8 @@ use summit_schema::{Decoder, FieldSummary};
 use summit_telemetry::{Metrics, WriteResult};
 
 use crate::config::Config;
-use crate::pipeline::CommitGate;
+use summit_ingest::commit::BoxFuture;
+use summit_ingest::{CommitGate, GateError};
 use summit_ingest::{ObservedRecord, OutcomeObserver, RecordOutcome};
 use summit_ingest::{Route, RouteTable};
 
@@ -375,13 +374,13 @@ impl LineageGate {
 
     /// Emits the START events now. A failure is not fatal: they stay queued ahead of every
     /// epoch, so no offset is committed before they are written.
-    pub async fn start(&self) -> Result<(), String> {
+    pub async fn start(&self) -> Result<(), EmitError> {
         let _serial = self.emitting.lock().await;
         self.flush_pending().await
     }
 
     /// Emits what is still queued, then each run's final event (COMPLETE, FAIL or ABORT).
-    pub async fn finish(&self, end: RunEnd) -> Result<(), String> {
+    pub async fn finish(&self, end: RunEnd) -> Result<(), EmitError> {
         let _serial = self.emitting.lock().await;
         {
             let mut state = self.state();
@@ -399,7 +398,7 @@ impl LineageGate {
     }
 
     /// Emits the queue front to back; stops at the first failure, leaving it at the front.
-    async fn flush_pending(&self) -> Result<(), String> {
+    async fn flush_pending(&self) -> Result<(), EmitError> {
         loop {
             let event = {
                 let mut state = self.state();
@@ -447,7 +446,7 @@ impl LineageGate {
                     }
                     tracing::warn!(%error, run_id = %event.run.run_id, "lineage event not written; offsets held back");
                     self.emitter.renew();
-                    return Err(error.to_string());
+                    return Err(error);
                 }
             }
         }
@@ -503,10 +502,11 @@ impl LineageGate {
         )
     }
 
-    /// Moves the records below each commit offset into epochs, queued behind what is pending.
-    fn seal(&self, state: &mut LedgerState, offsets: &[(PartitionKey, i64)]) {
+    /// Moves the records up to each finished position (inclusive) into epochs, queued behind
+    /// what is pending.
+    fn seal(&self, state: &mut LedgerState, finished: &[(PartitionKey, i64)]) {
         let mut sealed: BTreeMap<Arc<str>, EpochAggregate> = BTreeMap::new();
-        for (key, commit) in offsets {
+        for (key, last) in finished {
             let Some(ledger) = state.partitions.get_mut(key) else {
                 continue;
             };
@@ -522,7 +522,7 @@ impl LineageGate {
             while ledger
                 .notes
                 .front()
-                .is_some_and(|note| note.offset < *commit)
+                .is_some_and(|note| note.offset <= *last)
             {
                 let Some(note) = ledger.notes.pop_front() else {
                     break;
@@ -550,9 +550,9 @@ impl LineageGate {
             if let Some(first) = first {
                 aggregate
                     .ranges
-                    .insert((key.topic.clone(), key.partition), (first, commit - 1));
+                    .insert((key.topic.clone(), key.partition), (first, *last));
             }
-            ledger.sealed_to = Some(*commit);
+            ledger.sealed_to = Some(last + 1);
         }
         for (dataset, aggregate) in sealed {
             if aggregate.ranges.is_empty() {
@@ -577,11 +577,11 @@ impl LineageGate {
         }
     }
 
-    async fn gate(&self, offsets: &[(PartitionKey, i64)]) -> Result<(), String> {
+    async fn gate(&self, finished: &[(PartitionKey, i64)]) -> Result<(), EmitError> {
         let _serial = self.emitting.lock().await;
         {
             let mut state = self.state();
-            self.seal(&mut state, offsets);
+            self.seal(&mut state, finished);
         }
         self.flush_pending().await
     }
@@ -628,12 +628,20 @@ impl OutcomeObserver for LineageGate {
     }
 }
 
-impl CommitGate for LineageGate {
+impl CommitGate<PartitionKey, i64> for LineageGate {
     fn before_commit<'a>(
         &'a self,
-        offsets: &'a [(PartitionKey, i64)],
-    ) -> Pin<Box<dyn Future<Output = Result<(), String>> + Send + 'a>> {
-        Box::pin(self.gate(offsets))
+        finished: &'a [(PartitionKey, i64)],
+    ) -> BoxFuture<'a, Result<(), GateError>> {
+        Box::pin(async move {
+            self.gate(finished).await.map_err(|error| {
+                if error.is_retriable() {
+                    GateError::Held(Box::new(error))
+                } else {
+                    GateError::Fatal(Box::new(error))
+                }
+            })
+        })
     }
 
     fn released(&self, partitions: &[PartitionKey]) {
@@ -729,15 +737,15 @@ rules:
         let p0 = PartitionKey::new("orders", 0);
         let p1 = PartitionKey::new("orders", 1);
 
-        // Offset 12 is not acknowledged yet: the commit stops before it.
-        gate.seal(&mut gate.state(), &[(p0.clone(), 12)]);
+        // Offset 12 is not acknowledged yet: 11 is the last finished position.
+        gate.seal(&mut gate.state(), &[(p0.clone(), 11)]);
         let first: Arc<str> = "orders".into();
         assert_eq!(
             epochs(&gate),
             vec![(false, BTreeMap::from([((first.clone(), 0), (10, 11))]))]
         );
         // Not tried yet (say the START is still unwritten): the next commit joins the epoch.
-        gate.seal(&mut gate.state(), &[(p0.clone(), 13), (p1.clone(), 1)]);
+        gate.seal(&mut gate.state(), &[(p0.clone(), 12), (p1.clone(), 0)]);
         assert_eq!(
             epochs(&gate),
             vec![(
@@ -778,7 +786,7 @@ rules:
             *built = Some(event);
         }
         observe(&gate, 0, 13, RecordOutcome::Routed(&pass));
-        gate.seal(&mut gate.state(), &[(p0.clone(), 14)]);
+        gate.seal(&mut gate.state(), &[(p0.clone(), 13)]);
         let queued = epochs(&gate);
         assert_eq!(queued.len(), 2);
         assert_eq!(
@@ -789,7 +797,7 @@ rules:
         // A revoked partition's unsealed records are the next owner's.
         observe(&gate, 1, 1, RecordOutcome::Routed(&pass));
         gate.released(std::slice::from_ref(&p1));
-        gate.seal(&mut gate.state(), &[(p1, 2)]);
+        gate.seal(&mut gate.state(), &[(p1, 1)]);
         assert_eq!(epochs(&gate).len(), 2);
     }
 }

@@ -13,10 +13,12 @@ use summit_tickets::{
 
 use crate::config::Config;
 use crate::lineage::{LineageGate, LineageSetupError};
-use crate::pipeline::{Pipeline, PipelineError, Shutdown};
+use crate::pipeline::{Pipeline, PipelineError, Shutdown, Wiring};
 use crate::rule_counts::{RuleCounts, RuleCountsReporter};
 use summit_ingest::RouteTable;
+use summit_ingest::{CommitGate, OutcomeObserver};
 use summit_ingest::{LatencyMetrics, OutcomeMetrics, TicketFeed};
+use summit_mesh::PartitionKey;
 
 /// The `service` label of every metric and the lineage job prefix.
 pub const SERVICE_NAME: &str = "kafka-consumer";
@@ -63,25 +65,27 @@ pub async fn run(
     };
     let ticketing = operations.ticketing.take();
 
-    let mut pipeline = Pipeline::build(
-        config.clone(),
-        routes,
-        Some(Arc::new(LatencyMetrics::new(metrics.clone()))),
-    )?
-    .with_metrics(metrics.clone())
-    .with_readiness(readiness.clone())
-    .with_outcome_observer(Arc::new(OutcomeMetrics::new(metrics.clone())));
+    let mut outcomes: Vec<Arc<dyn OutcomeObserver>> =
+        vec![Arc::new(OutcomeMetrics::new(metrics.clone()))];
+    let mut commit_gate: Option<Arc<dyn CommitGate<PartitionKey, i64>>> = None;
     if let Some(gate) = &lineage {
-        pipeline = pipeline
-            .with_outcome_observer(gate.clone())
-            .with_commit_gate(gate.clone());
+        outcomes.push(gate.clone());
+        commit_gate = Some(gate.clone());
     }
     if let Some(ticketing) = ticketing {
-        pipeline = pipeline.with_outcome_observer(Arc::new(TicketFeed::new(ticketing)));
+        outcomes.push(Arc::new(TicketFeed::new(ticketing)));
     }
     if let Some(counts) = &operations.rule_counts {
-        pipeline = pipeline.with_outcome_observer(counts.clone());
+        outcomes.push(counts.clone());
     }
+    let wiring = Wiring {
+        deliveries: Some(Arc::new(LatencyMetrics::new(metrics.clone()))),
+        outcomes,
+        commit_gate,
+        metrics: Some(metrics.clone()),
+        readiness: Some(readiness.clone()),
+    };
+    let pipeline = Pipeline::build(config.clone(), routes, wiring)?;
 
     let draining = readiness.clone();
     let stop_requested = Arc::new(std::sync::OnceLock::new());
