@@ -8,6 +8,7 @@
 //! tickets; effectively_once puts lineage on the commit path (`lineage`), exactly_once writes each
 //! epoch's lineage inside its transaction.
 
+pub mod assignment;
 pub mod config;
 pub mod exactly_once;
 pub mod lineage;

@@ -10,6 +10,7 @@ use kafka_consumer::config::{Config, DeliveryMode};
 use kafka_consumer::exactly_once::TransactionError;
 use kafka_consumer::service::SERVICE_NAME;
 use summit_ingest::RouteTable;
+use summit_kafka::FatalTransaction;
 use tokio::signal::unix::{SignalKind, signal};
 
 #[derive(Debug, Parser)]
@@ -81,7 +82,9 @@ impl RunError {
         match self {
             // Fenced: another process took this instance's transactional id; restarting this
             // one would only fence that one in turn.
-            Self::Transactions(TransactionError::Fenced(_)) => ExitCode::from(EXIT_FENCED),
+            Self::Transactions(TransactionError::Producer(FatalTransaction::Fenced(_))) => {
+                ExitCode::from(EXIT_FENCED)
+            }
             _ => ExitCode::FAILURE,
         }
     }

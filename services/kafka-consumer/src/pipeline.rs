@@ -20,6 +20,7 @@ use summit_kafka::{MeshError, MeshProducer, PermanentFailure, ProducerSettings};
 use summit_mesh::{DeliveryObserver, Finalizer, InFlightBudget, PartitionKey, RecordSink as _};
 use summit_telemetry::{Metrics, Readiness};
 
+use crate::assignment::AssignmentState;
 use crate::config::Config;
 use crate::rebalance::RebalanceHandler;
 use crate::source::{KafkaCommitter, KafkaSource, source_consumer_config};
@@ -108,8 +109,7 @@ impl Pipeline {
         let context = RebalanceHandler::new(
             commit.clone(),
             delivery.rebalance_drain_timeout,
-            wiring.metrics,
-            wiring.readiness,
+            AssignmentState::new(wiring.metrics, wiring.readiness),
         );
         let consumer: StreamConsumer<RebalanceHandler> = source_consumer_config(&config)
             .create_with_context(context)
