@@ -9,6 +9,8 @@
 //!   the run loop, a revoke or lease loss, and shutdown.
 //! - [`config`]: the config loader (`SUMMIT_` overrides, errors naming the key) and the
 //!   sections every service shares.
+//! - [`epochs`]: what lineage epochs report (rule assertions, outputs, schema), for both
+//!   delivery modes and every source.
 //! - [`dlq`]: DLQ overload control (budget, companion compaction).
 //! - [`pipeline`]: the run loop with backpressure, commit tick and drain.
 //! - [`observe`]: the observer seam ([`OutcomeObserver`]) and the observers every service has.
@@ -21,6 +23,7 @@ pub mod classify;
 pub mod commit;
 pub mod config;
 pub mod dlq;
+pub mod epochs;
 pub mod memory;
 pub mod observe;
 pub mod pipeline;

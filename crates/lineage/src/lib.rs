@@ -5,12 +5,14 @@
 //! [`SpecValidator`] (checks events against the embedded 2-0-2 JSON schemas).
 
 pub mod event;
+mod ledger;
 mod naming;
 mod run;
 mod sink;
 mod spec;
 
 pub use event::{Assertion, EventType, OffsetRange, RunEvent, SchemaField};
+pub use ledger::{EpochAggregate, EpochLedger, RecordNote};
 pub use naming::{DatasetName, JOB_NAMESPACE, job};
 pub use run::{EpochInput, EpochOutput, EpochReport, LineageRun, RunEnd, SchemaUsed};
 pub use sink::{Delivered, EmitError, EmitFuture, LineageSink, RetryBudget, SinkCause};

@@ -9,158 +9,24 @@
 //! is skipped. Epochs that wait behind a failed one and were never tried are merged, so a long
 //! outage costs one pending epoch per dataset, not one per tick.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use dq_rules::{Severity, Verdict};
 use rdkafka::ClientConfig;
-use summit_envelope::topics;
+use summit_ingest::commit::BoxFuture;
+use summit_ingest::epochs::{EpochContext, RuleAssertions, note_of};
+use summit_ingest::{CommitGate, GateError, ObservedRecord, OutcomeObserver, RouteTable};
 use summit_lineage::{
-    Assertion, DatasetName, EmitError, EpochInput, EpochOutput, EpochReport, LineageRun,
-    LineageSink, OffsetRange, RetryBudget, RunEnd, RunEvent, SchemaField, SchemaUsed,
+    DatasetName, EmitError, EpochAggregate, EpochLedger, LineageRun, LineageSink, RetryBudget,
+    RunEnd, RunEvent,
 };
 use summit_mesh::PartitionKey;
-use summit_schema::{Decoder, FieldSummary};
 use summit_telemetry::{Metrics, WriteResult};
 
 use crate::config::Config;
-use summit_ingest::commit::BoxFuture;
-use summit_ingest::{CommitGate, GateError};
-use summit_ingest::{ObservedRecord, OutcomeObserver, RecordOutcome};
-use summit_ingest::{Route, RouteTable};
 
 const SERVICE: &str = "kafka-consumer";
-
-/// One rule of a route's rule set.
-#[derive(Debug)]
-pub(crate) struct RuleInfo {
-    pub(crate) id: String,
-    pub(crate) column: String,
-    pub(crate) severity: Severity,
-}
-
-/// A route's rules as epochs report them: one `dataQualityAssertions` entry per rule with
-/// `actual` = `failures/evaluated`. Shared with exactly_once's epochs and the `dq.events`
-/// per-rule counts.
-#[derive(Debug)]
-pub(crate) struct RuleAssertions {
-    rules: Vec<RuleInfo>,
-    index: HashMap<String, usize>,
-}
-
-impl RuleAssertions {
-    pub(crate) fn of(route: &Route) -> Self {
-        Self::from_rules(
-            route
-                .evaluator
-                .rule_set()
-                .rules
-                .iter()
-                .map(|rule| RuleInfo {
-                    id: rule.id.clone(),
-                    column: rule.field.as_str().to_owned(),
-                    severity: rule.severity,
-                })
-                .collect(),
-        )
-    }
-
-    pub(crate) fn from_rules(rules: Vec<RuleInfo>) -> Self {
-        let index = rules
-            .iter()
-            .enumerate()
-            .map(|(index, rule)| (rule.id.clone(), index))
-            .collect();
-        Self { rules, index }
-    }
-
-    pub(crate) fn len(&self) -> usize {
-        self.rules.len()
-    }
-
-    /// The rules in rule-set order (the order of `failures` slices).
-    pub(crate) fn rules(&self) -> &[RuleInfo] {
-        &self.rules
-    }
-
-    pub(crate) fn index_of(&self, rule_id: &str) -> Option<usize> {
-        self.index.get(rule_id).copied()
-    }
-
-    /// `None`: not evaluated (dead-lettered). Otherwise the indexes of the violated rules,
-    /// each once.
-    pub(crate) fn failed(&self, outcome: &RecordOutcome<'_>) -> Option<Vec<usize>> {
-        match outcome {
-            RecordOutcome::Routed(outcome) if outcome.verdict != Verdict::Pass => {
-                let mut failed: Vec<usize> = outcome
-                    .violations
-                    .iter()
-                    .filter_map(|violation| self.index.get(&violation.rule_id).copied())
-                    .collect();
-                failed.dedup();
-                Some(failed)
-            }
-            RecordOutcome::Routed(_) => Some(Vec::new()),
-            RecordOutcome::DeadLettered(_) => None,
-        }
-    }
-
-    /// `failures[i]`: records of the epoch that violated rule `i`, out of `evaluated`.
-    pub(crate) fn assertions(&self, evaluated: u64, failures: &[u64]) -> Vec<Assertion> {
-        self.rules
-            .iter()
-            .enumerate()
-            .map(|(index, rule)| {
-                let failures = failures.get(index).copied().unwrap_or(0);
-                Assertion {
-                    assertion: rule.id.clone(),
-                    success: failures == 0,
-                    column: Some(rule.column.clone()),
-                    severity: Some(
-                        match rule.severity {
-                            Severity::Hard => "error",
-                            Severity::Soft => "warn",
-                        }
-                        .to_owned(),
-                    ),
-                    actual: Some(format!("{failures}/{evaluated}")),
-                }
-            })
-            .collect()
-    }
-}
-
-/// An epoch's outputs: `mesh.<dataset>` (carrying the rule assertions), its quarantine, the
-/// DLQ of every source topic read and `dq.events`.
-pub(crate) fn epoch_outputs<'a>(
-    mesh_bootstrap: &str,
-    dataset: &str,
-    source_topics: impl IntoIterator<Item = &'a str>,
-    assertions: Vec<Assertion>,
-) -> Vec<EpochOutput> {
-    let mut outputs = vec![
-        EpochOutput {
-            dataset: DatasetName::kafka(mesh_bootstrap, &topics::mesh(dataset)),
-            assertions,
-        },
-        EpochOutput {
-            dataset: DatasetName::kafka(mesh_bootstrap, &topics::quarantine(dataset)),
-            assertions: Vec::new(),
-        },
-    ];
-    for topic in source_topics {
-        outputs.push(EpochOutput {
-            dataset: DatasetName::kafka(mesh_bootstrap, &topics::dlq(topic)),
-            assertions: Vec::new(),
-        });
-    }
-    outputs.push(EpochOutput {
-        dataset: DatasetName::kafka(mesh_bootstrap, topics::DQ_EVENTS),
-        assertions: Vec::new(),
-    });
-    outputs
-}
 
 /// The instance run of one dataset.
 #[derive(Debug)]
@@ -171,75 +37,7 @@ struct DatasetRun {
     next_epoch: AtomicU64,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum NoteKind {
-    Routed,
-    DeadLettered,
-}
-
-/// What lineage keeps of one record until its epoch is sealed.
-#[derive(Debug)]
-struct RecordNote {
-    offset: i64,
-    bytes: u64,
-    kind: NoteKind,
-    /// Indexes into the dataset's rules; empty for passing records.
-    failed_rules: Vec<usize>,
-    schema: Option<Arc<str>>,
-}
-
-#[derive(Debug)]
-struct PartitionLedger {
-    dataset: Arc<str>,
-    /// The offset after the last sealed epoch: where the next epoch's range starts.
-    sealed_to: Option<i64>,
-    notes: VecDeque<RecordNote>,
-    last_schema: Option<Arc<str>>,
-}
-
-/// (topic, partition) → first and last offset.
-type OffsetRanges = BTreeMap<(Arc<str>, i32), (i64, i64)>;
-
-/// The sums of one epoch of one dataset.
-#[derive(Debug, Default)]
-struct EpochAggregate {
-    ranges: OffsetRanges,
-    /// topic → (records, bytes).
-    read: BTreeMap<Arc<str>, (u64, u64)>,
-    /// Records judged by the rules (not dead-lettered).
-    evaluated: u64,
-    failures: Vec<u64>,
-    schema: Option<Arc<str>>,
-}
-
-impl EpochAggregate {
-    fn merge(&mut self, other: EpochAggregate) {
-        for (key, (first, last)) in other.ranges {
-            self.ranges
-                .entry(key)
-                .and_modify(|range| {
-                    range.0 = range.0.min(first);
-                    range.1 = range.1.max(last);
-                })
-                .or_insert((first, last));
-        }
-        for (topic, (records, bytes)) in other.read {
-            let entry = self.read.entry(topic).or_default();
-            entry.0 += records;
-            entry.1 += bytes;
-        }
-        self.evaluated += other.evaluated;
-        if self.failures.len() < other.failures.len() {
-            self.failures.resize(other.failures.len(), 0);
-        }
-        for (index, count) in other.failures.into_iter().enumerate() {
-            self.failures[index] += count;
-        }
-        if other.schema.is_some() {
-            self.schema = other.schema;
-        }
-    }
-}
+type Aggregate = EpochAggregate<PartitionKey, i64>;
 
 #[derive(Debug)]
 enum Pending {
@@ -249,14 +47,14 @@ enum Pending {
     /// then on resent unchanged.
     Epoch {
         dataset: Arc<str>,
-        aggregate: EpochAggregate,
+        aggregate: Aggregate,
         built: Option<RunEvent>,
     },
 }
 
 #[derive(Debug, Default)]
 struct LedgerState {
-    partitions: HashMap<PartitionKey, PartitionLedger>,
+    ledger: EpochLedger<PartitionKey, i64>,
     pending: VecDeque<Pending>,
 }
 
@@ -272,31 +70,11 @@ pub struct LineageGate {
     /// Renewed after every failed emission (see [`LineageSink::renew`]).
     emitter: Arc<dyn LineageSink>,
     metrics: Option<Metrics>,
-    source_bootstrap: String,
-    mesh_bootstrap: String,
     runs: HashMap<Arc<str>, DatasetRun>,
     state: Mutex<LedgerState>,
     /// One emission sequence at a time (periodic commit, revoke and shutdown may interleave).
     emitting: tokio::sync::Mutex<()>,
-    /// Names the fields of the schemas records were decoded with (its cache; no registry call).
-    decoder: Option<Arc<Decoder>>,
-}
-
-/// The schema facet of an epoch: the `summit-schema` value and, when the decoder has that
-/// schema cached (it decoded the epoch's records with it), its fields.
-pub(crate) fn schema_used(decoder: Option<&Decoder>, id: String) -> SchemaUsed {
-    let fields = decoder
-        .and_then(|decoder| decoder.cached(&id))
-        .map(|compiled| compiled.fields().iter().map(schema_field).collect())
-        .unwrap_or_default();
-    SchemaUsed { id, fields }
-}
-
-fn schema_field(field: &FieldSummary) -> SchemaField {
-    SchemaField {
-        fields: field.fields.iter().map(schema_field).collect(),
-        ..SchemaField::new(field.name.clone(), field.type_name.clone())
-    }
+    epochs: EpochContext,
 }
 
 impl LineageGate {
@@ -345,15 +123,13 @@ impl LineageGate {
         Ok(Self {
             emitter: Arc::new(emitter),
             metrics,
-            source_bootstrap: config.kafka.bootstrap_servers.clone(),
-            mesh_bootstrap: config.mesh_bootstrap_servers().to_owned(),
             runs,
             state: Mutex::new(LedgerState {
-                partitions: HashMap::new(),
+                ledger: EpochLedger::default(),
                 pending,
             }),
             emitting: tokio::sync::Mutex::new(()),
-            decoder: routes.decoder().cloned(),
+            epochs: epoch_context(config, routes),
         })
     }
 
@@ -457,107 +233,19 @@ impl LineageGate {
     }
 
     /// `None` only for a dataset without a run, which `observe` never records.
-    fn epoch_event(&self, dataset: &str, aggregate: &EpochAggregate) -> Option<RunEvent> {
+    fn epoch_event(&self, dataset: &str, aggregate: &Aggregate) -> Option<RunEvent> {
         let run = self.runs.get(dataset)?;
         let epoch_id = run.next_epoch.fetch_add(1, Ordering::Relaxed);
-        let mut inputs: BTreeMap<&str, Vec<OffsetRange>> = BTreeMap::new();
-        for ((topic, partition), (first, last)) in &aggregate.ranges {
-            inputs
-                .entry(topic)
-                .or_default()
-                .push(OffsetRange::kafka(*partition, *first, *last));
-        }
-        let inputs: Vec<EpochInput> = inputs
-            .into_iter()
-            .map(|(topic, offset_ranges)| {
-                let (rows, bytes) = aggregate.read.get(topic).copied().unwrap_or_default();
-                EpochInput {
-                    dataset: DatasetName::kafka(&self.source_bootstrap, topic),
-                    offset_ranges,
-                    row_count: Some(rows),
-                    bytes: Some(bytes),
-                }
-            })
-            .collect();
-        let assertions = run
-            .rules
-            .assertions(aggregate.evaluated, &aggregate.failures);
-        let outputs = epoch_outputs(
-            &self.mesh_bootstrap,
-            dataset,
-            aggregate.read.keys().map(|topic| &**topic),
-            assertions,
-        );
-        Some(
-            run.run.epoch_complete(EpochReport {
-                epoch_id,
-                inputs,
-                outputs,
-                schema: aggregate
-                    .schema
-                    .as_ref()
-                    .map(|id| schema_used(self.decoder.as_deref(), id.to_string())),
-                ruleset: Some(run.ruleset.clone()),
-            }),
-        )
+        let report = self
+            .epochs
+            .report(epoch_id, dataset, aggregate, &run.rules, &run.ruleset);
+        Some(run.run.epoch_complete(report))
     }
 
-    /// Moves the records up to each finished position (inclusive) into epochs, queued behind
-    /// what is pending.
+    /// Seals the records up to each finished position (inclusive) into epochs, queued behind
+    /// what is pending; an epoch never tried yet takes the new one of its dataset in.
     fn seal(&self, state: &mut LedgerState, finished: &[(PartitionKey, i64)]) {
-        let mut sealed: BTreeMap<Arc<str>, EpochAggregate> = BTreeMap::new();
-        for (key, last) in finished {
-            let Some(ledger) = state.partitions.get_mut(key) else {
-                continue;
-            };
-            let Some(run) = self.runs.get(&ledger.dataset) else {
-                continue;
-            };
-            let aggregate = sealed.entry(ledger.dataset.clone()).or_default();
-            if aggregate.failures.len() < run.rules.len() {
-                aggregate.failures.resize(run.rules.len(), 0);
-            }
-            let mut first = ledger.sealed_to;
-            let mut taken = 0u64;
-            while ledger
-                .notes
-                .front()
-                .is_some_and(|note| note.offset <= *last)
-            {
-                let Some(note) = ledger.notes.pop_front() else {
-                    break;
-                };
-                first.get_or_insert(note.offset);
-                taken += 1;
-                let read = aggregate.read.entry(key.topic.clone()).or_default();
-                read.0 += 1;
-                read.1 += note.bytes;
-                if note.kind == NoteKind::Routed {
-                    aggregate.evaluated += 1;
-                }
-                for index in note.failed_rules {
-                    if let Some(count) = aggregate.failures.get_mut(index) {
-                        *count += 1;
-                    }
-                }
-                if note.schema.is_some() {
-                    aggregate.schema = note.schema;
-                }
-            }
-            if taken == 0 {
-                continue;
-            }
-            if let Some(first) = first {
-                aggregate
-                    .ranges
-                    .insert((key.topic.clone(), key.partition), (first, *last));
-            }
-            ledger.sealed_to = Some(last + 1);
-        }
-        for (dataset, aggregate) in sealed {
-            if aggregate.ranges.is_empty() {
-                continue;
-            }
+        for (dataset, aggregate) in state.ledger.seal(finished) {
             let waiting = state.pending.iter_mut().find_map(|pending| match pending {
                 Pending::Epoch {
                     dataset: queued,
@@ -596,35 +284,10 @@ impl OutcomeObserver for LineageGate {
             // No route: no run to account it to.
             return;
         };
-        let (kind, failed_rules) = match run.rules.failed(&record.outcome) {
-            Some(failed) => (NoteKind::Routed, failed),
-            None => (NoteKind::DeadLettered, Vec::new()),
-        };
-        let mut state = self.state();
-        let ledger = state
-            .partitions
-            .entry(record.lane.clone())
-            .or_insert_with(|| PartitionLedger {
-                dataset: dataset.clone(),
-                sealed_to: None,
-                notes: VecDeque::new(),
-                last_schema: None,
-            });
-        let schema = record.schema.map(|schema| match &ledger.last_schema {
-            Some(last) if **last == *schema => last.clone(),
-            _ => {
-                let fresh: Arc<str> = schema.into();
-                ledger.last_schema = Some(fresh.clone());
-                fresh
-            }
-        });
-        ledger.notes.push_back(RecordNote {
-            offset: *record.position,
-            bytes: record.bytes,
-            kind,
-            failed_rules,
-            schema,
-        });
+        let note = note_of(record, &run.rules);
+        self.state()
+            .ledger
+            .note(record.lane, dataset, record.schema, note);
     }
 }
 
@@ -645,20 +308,29 @@ impl CommitGate<PartitionKey, i64> for LineageGate {
     }
 
     fn released(&self, partitions: &[PartitionKey]) {
-        let mut state = self.state();
-        for key in partitions {
-            // Unsealed records are the next owner's to account for: it re-reads them.
-            state.partitions.remove(key);
-        }
+        // Unsealed records are the next owner's to account for: it re-reads them.
+        self.state().ledger.forget(partitions);
+    }
+}
+
+/// Kafka naming of this service's epochs: sources on the source cluster, outputs on the mesh.
+pub(crate) fn epoch_context(config: &Config, routes: &RouteTable) -> EpochContext {
+    let source_cluster = config.kafka.bootstrap_servers.clone();
+    EpochContext {
+        source_naming: Box::new(move |topic| DatasetName::kafka(&source_cluster, topic)),
+        mesh_bootstrap: config.mesh_bootstrap_servers().to_owned(),
+        decoder: routes.decoder().cloned(),
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeMap;
     use std::path::Path;
 
-    use dq_rules::{Outcome, Violation};
+    use dq_rules::{Outcome, Severity, Verdict, Violation};
     use summit_envelope::headers::DlqErrorKind;
+    use summit_ingest::RecordOutcome;
 
     use super::*;
 
@@ -692,8 +364,10 @@ rules:
         });
     }
 
+    type Ranges = BTreeMap<PartitionKey, (i64, i64)>;
+
     /// Queued epochs: (tried already, offset ranges).
-    fn epochs(gate: &LineageGate) -> Vec<(bool, OffsetRanges)> {
+    fn epochs(gate: &LineageGate) -> Vec<(bool, Ranges)> {
         gate.state()
             .pending
             .iter()
@@ -739,10 +413,9 @@ rules:
 
         // Offset 12 is not acknowledged yet: 11 is the last finished position.
         gate.seal(&mut gate.state(), &[(p0.clone(), 11)]);
-        let first: Arc<str> = "orders".into();
         assert_eq!(
             epochs(&gate),
-            vec![(false, BTreeMap::from([((first.clone(), 0), (10, 11))]))]
+            vec![(false, BTreeMap::from([(p0.clone(), (10, 11))]))]
         );
         // Not tried yet (say the START is still unwritten): the next commit joins the epoch.
         gate.seal(&mut gate.state(), &[(p0.clone(), 12), (p1.clone(), 0)]);
@@ -750,7 +423,7 @@ rules:
             epochs(&gate),
             vec![(
                 false,
-                BTreeMap::from([((first.clone(), 0), (10, 12)), ((first.clone(), 1), (0, 0))])
+                BTreeMap::from([(p0.clone(), (10, 12)), (p1.clone(), (0, 0))])
             )]
         );
         let event = {
@@ -789,10 +462,7 @@ rules:
         gate.seal(&mut gate.state(), &[(p0.clone(), 13)]);
         let queued = epochs(&gate);
         assert_eq!(queued.len(), 2);
-        assert_eq!(
-            queued[1],
-            (false, BTreeMap::from([((first.clone(), 0), (13, 13))]))
-        );
+        assert_eq!(queued[1], (false, BTreeMap::from([(p0.clone(), (13, 13))])));
 
         // A revoked partition's unsealed records are the next owner's.
         observe(&gate, 1, 1, RecordOutcome::Routed(&pass));

@@ -21,8 +21,8 @@ use serde::Serialize;
 use summit_envelope::{now_millis, topics};
 
 use crate::config::Config;
-use crate::lineage::RuleAssertions;
 use summit_ingest::RouteTable;
+use summit_ingest::epochs::RuleAssertions;
 use summit_ingest::{ObservedRecord, OutcomeObserver, RecordOutcome};
 
 /// The `kind` of a counts record (per-record `dq.events` entries have an `event_id` instead).
@@ -340,7 +340,7 @@ async fn write(producer: &FutureProducer, counts: &RuleCounts) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::lineage::RuleInfo;
+    use summit_ingest::epochs::RuleInfo;
 
     fn counts() -> RuleCounts {
         let rules = RuleAssertions::from_rules(vec![

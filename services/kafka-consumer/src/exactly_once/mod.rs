@@ -61,10 +61,11 @@ use summit_telemetry::{Metrics, Readiness, WriteResult};
 use self::batch::{Batch, ObservationBuffer, Positions};
 use crate::assignment::{AssignmentState, keys_of};
 use crate::config::Config;
-use crate::lineage::RuleAssertions;
+use crate::lineage::epoch_context;
 use crate::pipeline::{Shutdown, classify_settings};
 use crate::service::{Operations, ServiceError};
 use crate::source::{KafkaRecord, source_consumer_config};
+use summit_ingest::epochs::{EpochContext, RuleAssertions};
 
 /// Variable read (only with `delivery.test_fault_injection`) to abort the n-th transaction.
 pub const FAIL_TXN_AFTER_ENV: &str = "SUMMIT_TEST_FAIL_TXN_AFTER";
@@ -191,8 +192,11 @@ pub struct TransactionalPipeline {
     next_epoch: u64,
     transactions_begun: u64,
     fail_transaction: Option<u64>,
-    /// Per dataset: the rules its epochs report assertions for.
+    /// Per dataset: the rules its epochs report assertions for, and its rule set.
     rules: BTreeMap<Arc<str>, RuleAssertions>,
+    rulesets: BTreeMap<Arc<str>, String>,
+    /// Naming and schema lookup of the epochs.
+    epochs: EpochContext,
     /// Given to the classifier; drained into the batch after every record.
     recorder: Arc<ObservationBuffer>,
     /// Told about a batch's records after its transaction committed.
@@ -267,6 +271,12 @@ impl TransactionalPipeline {
             .iter()
             .map(|route| (route.dataset.clone(), RuleAssertions::of(route)))
             .collect();
+        let rulesets = routes
+            .routes()
+            .iter()
+            .map(|route| (route.dataset.clone(), route.ruleset.clone()))
+            .collect();
+        let epochs = epoch_context(&config, &routes);
         Ok(Self {
             config,
             classifier: Classifier::new(routes, settings, Some(recorder.clone())),
@@ -278,6 +288,8 @@ impl TransactionalPipeline {
             transactions_begun: 0,
             fail_transaction,
             rules,
+            rulesets,
+            epochs,
             recorder,
             observers: ObserverSet(wiring.observers),
             metrics: wiring.metrics,
