@@ -380,9 +380,7 @@ rules:
             .collect()
     }
 
-    #[tokio::test]
-    async fn commits_become_epochs_that_tile_the_offsets_and_count_rule_failures() {
-        let gate = gate().await;
+    fn outcomes() -> (Outcome, Outcome) {
         let pass = Outcome {
             verdict: Verdict::Pass,
             violations: Vec::new(),
@@ -399,6 +397,13 @@ rules:
             }],
             reference_version: None,
         };
+        (pass, soft)
+    }
+
+    #[tokio::test]
+    async fn commits_become_epochs_that_tile_the_offsets_and_count_rule_failures() {
+        let gate = gate().await;
+        let (pass, soft) = outcomes();
         observe(&gate, 0, 10, RecordOutcome::Routed(&pass));
         observe(&gate, 0, 11, RecordOutcome::Routed(&soft));
         observe(

@@ -2,7 +2,9 @@
 //! per dataset, produced inside the batch's transaction. Epochs come from the same ledger as
 //! effectively_once's (`summit_lineage::EpochLedger`), sealed at the batch's last positions.
 
+use summit_envelope::topics;
 use summit_ingest::epochs::note_of;
+use summit_kafka::TransactionRecord;
 use summit_lineage::{EpochLedger, LineageRun, RunEvent};
 use summit_mesh::PartitionKey;
 
@@ -62,4 +64,30 @@ impl TransactionalPipeline {
             .collect();
         events
     }
+}
+
+/// Lineage events as (key, JSON) for `lineage.events`; an event that cannot be serialized is
+/// left out with an error log (it would be refused by every reader too).
+pub(super) fn lineage_payloads(events: &[summit_lineage::RunEvent]) -> Vec<(String, Vec<u8>)> {
+    events
+        .iter()
+        .filter_map(|event| match serde_json::to_vec(event) {
+            Ok(json) => Some((event.key(), json)),
+            Err(error) => {
+                tracing::error!(%error, "lineage event not serializable; left out");
+                None
+            }
+        })
+        .collect()
+}
+
+pub(super) fn lineage_records(
+    payloads: &[(String, Vec<u8>)],
+) -> impl Iterator<Item = TransactionRecord<'_>> {
+    payloads.iter().map(|(key, json)| TransactionRecord {
+        topic: topics::LINEAGE_EVENTS,
+        key: Some(key.as_bytes()),
+        payload: json,
+        headers: None,
+    })
 }

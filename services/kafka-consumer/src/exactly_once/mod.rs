@@ -45,7 +45,6 @@ use rdkafka::client::ClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance, StreamConsumer};
 use rdkafka::error::KafkaError;
 use rdkafka::statistics::Statistics;
-use summit_envelope::topics;
 use summit_ingest::{
     Classifier, ClassifyError, ObserverSet, OutcomeMetrics, OutcomeObserver, RouteTable,
     TicketFeed, latency_since,
@@ -59,6 +58,7 @@ use summit_mesh::PartitionKey;
 use summit_telemetry::{Metrics, Readiness, WriteResult};
 
 use self::batch::{Batch, ObservationBuffer, Positions};
+use self::epochs::{lineage_payloads, lineage_records};
 use crate::assignment::{AssignmentState, keys_of};
 use crate::config::Config;
 use crate::lineage::epoch_context;
@@ -546,30 +546,6 @@ impl TransactionalPipeline {
             tracing::warn!("Kafka clients did not close within 5 s; exiting anyway");
         }
     }
-}
-
-/// Lineage events as (key, JSON) for `lineage.events`; an event that cannot be serialized is
-/// left out with an error log (it would be refused by every reader too).
-fn lineage_payloads(events: &[summit_lineage::RunEvent]) -> Vec<(String, Vec<u8>)> {
-    events
-        .iter()
-        .filter_map(|event| match serde_json::to_vec(event) {
-            Ok(json) => Some((event.key(), json)),
-            Err(error) => {
-                tracing::error!(%error, "lineage event not serializable; left out");
-                None
-            }
-        })
-        .collect()
-}
-
-fn lineage_records(payloads: &[(String, Vec<u8>)]) -> impl Iterator<Item = TransactionRecord<'_>> {
-    payloads.iter().map(|(key, json)| TransactionRecord {
-        topic: topics::LINEAGE_EVENTS,
-        key: Some(key.as_bytes()),
-        payload: json,
-        headers: None,
-    })
 }
 
 #[cfg(test)]
