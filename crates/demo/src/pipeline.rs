@@ -314,7 +314,7 @@ pub(crate) async fn pipeline_demo(endpoints: &Endpoints) -> Result<()> {
         )
         .env("SUMMIT_KAFKA__CLUSTER_NAME", CLUSTER)
         .env("SUMMIT_SCHEMA_REGISTRY__URL", &endpoints.schema_registry)
-        .env("RUST_LOG", "warn,kafka_consumer=info")
+        .env("RUST_LOG", "warn,kafka_consumer=info,summit_ingest=info")
         // Logs go to stdout, errors before logging starts to stderr: keep both.
         .stdout(log_file.try_clone()?)
         .stderr(log_file)

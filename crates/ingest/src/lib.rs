@@ -14,6 +14,8 @@
 //! - [`dlq`]: DLQ overload control (budget, companion compaction).
 //! - [`pipeline`]: the run loop with backpressure, commit tick and drain.
 //! - [`observe`]: the observer seam ([`OutcomeObserver`]) and the observers every service has.
+//! - [`rule_counts`]: the periodic per-rule counts in `dq.events`, behind a writer port.
+//! - [`operations`]: metrics, readiness, the admin server, tickets and per-rule counts.
 //! - [`memory`]: an in-memory source, sink and checkpointer, for the core's own pipeline tests
 //!   and for adapters' unit tests.
 //!
@@ -26,8 +28,10 @@ pub mod dlq;
 pub mod epochs;
 pub mod memory;
 pub mod observe;
+pub mod operations;
 pub mod pipeline;
 pub mod route;
+pub mod rule_counts;
 pub mod source;
 pub mod trace;
 

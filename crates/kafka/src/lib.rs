@@ -8,14 +8,17 @@
 //!   (`lineage.events`, keyed by run id, within a retry budget).
 //! - [`TransactionalProducer`]: begin / send / send offsets / commit / abort for
 //!   consume-transform-produce, with fencing told apart from abortable failures.
+//! - [`DqEventsWriter`]: the per-rule counts' writer to `dq.events`.
 //! - [`owned_headers`] / [`record_headers`]: between [`summit_mesh::RecordHeaders`] and
 //!   librdkafka's header lists.
 
+mod dq_events;
 mod headers;
 mod lineage_emitter;
 mod producer;
 mod transactions;
 
+pub use dq_events::DqEventsWriter;
 pub use headers::{owned_headers, record_headers};
 pub use lineage_emitter::{LineageEmitter, RenewingLineageEmitter};
 pub use producer::{

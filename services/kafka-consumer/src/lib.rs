@@ -14,6 +14,5 @@ pub mod exactly_once;
 pub mod lineage;
 pub mod pipeline;
 pub mod rebalance;
-pub mod rule_counts;
 pub mod service;
 pub mod source;

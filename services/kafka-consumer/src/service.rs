@@ -5,39 +5,32 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use summit_lineage::RunEnd;
-use summit_telemetry::{AdminError, AdminServer, Metrics, MetricsError, Readiness, TicketResult};
-use summit_tickets::{
-    FailureTicketing, TicketDelivery, TicketError, TicketPolicy, WebhookTicketer,
+use summit_ingest::classify::INGEST_STAGE;
+use summit_ingest::operations::{Operations, OperationsConfig, OperationsError};
+use summit_ingest::rule_counts::CountsWriter;
+use summit_ingest::{
+    CommitGate, LatencyMetrics, OutcomeMetrics, OutcomeObserver, RouteTable, TicketFeed,
 };
+use summit_kafka::{DqEventsWriter, ProducerSettings};
+use summit_lineage::RunEnd;
+use summit_mesh::PartitionKey;
 
 use crate::config::Config;
 use crate::lineage::{LineageGate, LineageSetupError};
 use crate::pipeline::{Pipeline, PipelineError, Shutdown, Wiring};
-use crate::rule_counts::{RuleCounts, RuleCountsReporter};
-use summit_ingest::RouteTable;
-use summit_ingest::{CommitGate, OutcomeObserver};
-use summit_ingest::{LatencyMetrics, OutcomeMetrics, TicketFeed};
-use summit_mesh::PartitionKey;
 
 /// The `service` label of every metric and the lineage job prefix.
 pub const SERVICE_NAME: &str = "kafka-consumer";
 
 /// The log line (field `admin_addr`) that names the bound admin address.
-pub const ADMIN_LISTENING: &str = "admin server listening";
+pub use summit_ingest::operations::ADMIN_LISTENING;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServiceError {
     #[error(transparent)]
-    Metrics(#[from] MetricsError),
-    #[error(transparent)]
-    Admin(#[from] AdminError),
+    Operations(#[from] OperationsError),
     #[error(transparent)]
     Lineage(#[from] LineageSetupError),
-    #[error("tickets.webhook: {0}")]
-    Tickets(#[from] TicketError),
-    #[error("dq_counts: cannot create its producer: {0}")]
-    DqCounts(#[source] rdkafka::error::KafkaError),
     #[error(transparent)]
     Pipeline(#[from] PipelineError),
 }
@@ -49,7 +42,7 @@ pub async fn run(
     routes: RouteTable,
     shutdown: impl Future<Output = ()>,
 ) -> Result<Shutdown, ServiceError> {
-    let mut operations = Operations::start(&config, &routes).await?;
+    let mut operations = start_operations(&config, &routes).await?;
     let metrics = operations.metrics.clone();
     let readiness = operations.readiness.clone();
 
@@ -125,104 +118,34 @@ pub async fn run(
     Ok(outcome?)
 }
 
-/// What both delivery modes run beside their pipeline: metrics, readiness, the admin server
-/// (`/healthz`, `/readyz`, `/metrics`) and, when configured, the data-quality ticketer.
-#[derive(Debug)]
-pub(crate) struct Operations {
-    pub(crate) metrics: Metrics,
-    pub(crate) readiness: Readiness,
-    /// Taken by the pipeline's ticket observer; `None` without `tickets`.
-    pub(crate) ticketing: Option<FailureTicketing>,
-    /// The pipeline's per-rule counts observer; `None` with `dq_counts.enabled: false`.
-    pub(crate) rule_counts: Option<Arc<RuleCounts>>,
-    rule_counts_reporter: Option<RuleCountsReporter>,
-    admin: AdminServer,
-    stop_admin: tokio::sync::oneshot::Sender<()>,
-    ticket_task: Option<tokio::task::JoinHandle<()>>,
-}
-
-impl Operations {
-    /// Binds the admin port (logging [`ADMIN_LISTENING`]) and starts the ticketer and the
-    /// per-rule counts reporter.
-    pub(crate) async fn start(config: &Config, routes: &RouteTable) -> Result<Self, ServiceError> {
-        let metrics = Metrics::new(SERVICE_NAME)?;
-        let readiness = Readiness::new();
-        let (stop_admin, admin_stopped) = tokio::sync::oneshot::channel::<()>();
-        let admin = summit_telemetry::serve(
-            config.admin.listen,
-            metrics.clone(),
-            readiness.clone(),
-            async move {
-                let _ = admin_stopped.await;
-            },
-        )
-        .await?;
-        tracing::info!(admin_addr = %admin.local_addr(), "{ADMIN_LISTENING}");
-
-        let mut ticket_task = None;
-        let ticketing = match &config.tickets {
-            Some(tickets) => {
-                let counter = metrics.clone();
-                let observer: summit_tickets::DeliveryObserver = Arc::new(
-                    move |ticket, delivery: &TicketDelivery| {
-                        let result = match delivery {
-                            TicketDelivery::Sent { .. } => TicketResult::Sent,
-                            TicketDelivery::Failed { reason, .. } => {
-                                tracing::warn!(ticket = %ticket.ticket_id, %reason, "ticket not delivered");
-                                TicketResult::Failed
-                            }
-                            TicketDelivery::Dropped => TicketResult::Dropped,
-                        };
-                        counter.record_ticket(&ticket.dataset, &ticket.rule, result);
-                    },
-                );
-                let (ticketer, task) = WebhookTicketer::spawn(tickets.webhook.clone(), observer)?;
-                ticket_task = Some(task);
-                let policy = TicketPolicy {
-                    threshold: tickets.threshold,
-                    window: tickets.window,
-                    max_samples: tickets.max_samples,
-                };
-                Some(FailureTicketing::new(policy, ticketer))
-            }
-            None => None,
-        };
-        let (rule_counts, rule_counts_reporter) = if config.dq_counts.enabled {
-            let counts = Arc::new(RuleCounts::new(config, routes));
-            let reporter = RuleCountsReporter::spawn(config, counts.clone())
-                .map_err(ServiceError::DqCounts)?;
-            (Some(counts), Some(reporter))
-        } else {
-            (None, None)
-        };
-        Ok(Self {
-            metrics,
-            readiness,
-            ticketing,
-            rule_counts,
-            rule_counts_reporter,
-            admin,
-            stop_admin,
-            ticket_task,
-        })
-    }
-
-    /// Call after the pipeline (holder of the last ticketer handle) is gone: the ticket task
-    /// gets up to 5 s to send what is queued, then the admin server stops.
-    pub(crate) async fn stop(self) {
-        if let Some(reporter) = self.rule_counts_reporter {
-            reporter.stop(Duration::from_secs(5)).await;
-        }
-        if let Some(task) = self.ticket_task
-            && tokio::time::timeout(Duration::from_secs(5), task)
-                .await
-                .is_err()
-        {
-            tracing::warn!("tickets still queued at exit");
-        }
-        let _ = self.stop_admin.send(());
-        if let Err(error) = self.admin.wait().await {
-            tracing::warn!(%error, "admin server stopped with an error");
-        }
-    }
+/// Metrics, readiness, the admin server, tickets and per-rule counts (the ingest core's
+/// [`Operations`]), with this service's names and its Kafka counts writer.
+pub(crate) async fn start_operations(
+    config: &Config,
+    routes: &RouteTable,
+) -> Result<Operations, ServiceError> {
+    let instance_id = config.instance_id();
+    let operations = OperationsConfig {
+        service: SERVICE_NAME,
+        instance_id: &instance_id,
+        stage: INGEST_STAGE,
+        admin: &config.admin,
+        tickets: config.tickets.as_ref(),
+        dq_counts: &config.dq_counts,
+    };
+    let settings = ProducerSettings {
+        bootstrap_servers: config.mesh_bootstrap_servers().to_owned(),
+        client_id: format!("{instance_id}-dq-counts"),
+        properties: config
+            .mesh
+            .producer_properties
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect(),
+    };
+    Ok(Operations::start(operations, routes, || {
+        let writer: Arc<dyn CountsWriter> = Arc::new(DqEventsWriter::new(&settings)?);
+        Ok(writer)
+    })
+    .await?)
 }

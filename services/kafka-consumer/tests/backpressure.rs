@@ -239,7 +239,7 @@ async fn memory_stays_bounded_while_the_mesh_is_blackholed() {
     let child = Command::new(BINARY)
         .arg("--config")
         .arg(&config)
-        .env("RUST_LOG", "warn,kafka_consumer=info")
+        .env("RUST_LOG", "warn,kafka_consumer=info,summit_ingest=info")
         // Logs (JSON lines) go to stdout, errors before logging starts to stderr: keep both.
         .stdout(log_file.try_clone().expect("log file handle"))
         .stderr(log_file)

@@ -116,7 +116,7 @@ fn spawn_service(config: &Path, log: &Path, env: &[(&str, &str)]) -> Service {
         .env(
             "RUST_LOG",
             std::env::var("EOS_TEST_RUST_LOG")
-                .unwrap_or_else(|_| "warn,kafka_consumer=info".to_owned()),
+                .unwrap_or_else(|_| "warn,kafka_consumer=info,summit_ingest=info".to_owned()),
         )
         .envs(env.iter().copied())
         // Logs go to stdout, errors (and the fencing message) to stderr: keep both.

@@ -68,7 +68,7 @@ fn spawn(setup: &Setup, log: &std::path::Path) -> Service {
         std::process::Command::new(BINARY)
             .arg("--config")
             .arg(&setup.config)
-            .env("RUST_LOG", "warn,kafka_consumer=info")
+            .env("RUST_LOG", "warn,kafka_consumer=info,summit_ingest=info")
             .stdout(log_file.try_clone().expect("log"))
             .stderr(log_file)
             .spawn()

@@ -116,7 +116,7 @@ fn spawn_service_with(config: &Path, log: &Path, env: &[(&str, &str)]) -> Servic
     Command::new(BINARY)
         .arg("--config")
         .arg(config)
-        .env("RUST_LOG", "warn,kafka_consumer=info")
+        .env("RUST_LOG", "warn,kafka_consumer=info,summit_ingest=info")
         .envs(env.iter().copied())
         .stdout(stdout)
         .stderr(log)
@@ -311,7 +311,10 @@ async fn each_outcome_lands_with_its_headers_and_sigterm_commits() {
     let mut child = spawn_service_with(
         &setup.config,
         &log,
-        &[("RUST_LOG", "warn,kafka_consumer=info,summit_telemetry=info")],
+        &[(
+            "RUST_LOG",
+            "warn,kafka_consumer=info,summit_ingest=info,summit_telemetry=info",
+        )],
     );
     let admin = admin_addr(&log).await;
     // tansu answers the JoinGroup after half the session timeout (3 s): not assigned yet.

@@ -63,7 +63,7 @@ use crate::assignment::{AssignmentState, keys_of};
 use crate::config::Config;
 use crate::lineage::epoch_context;
 use crate::pipeline::{Shutdown, classify_settings};
-use crate::service::{Operations, ServiceError};
+use crate::service::{ServiceError, start_operations};
 use crate::source::{KafkaRecord, source_consumer_config};
 use summit_ingest::epochs::{EpochContext, RuleAssertions};
 
@@ -107,7 +107,7 @@ pub async fn run(
     routes: RouteTable,
     shutdown: impl Future<Output = ()>,
 ) -> Result<Shutdown, TransactionError> {
-    let mut operations = Operations::start(&config, &routes).await?;
+    let mut operations = start_operations(&config, &routes).await?;
     let mut observers: Vec<Arc<dyn OutcomeObserver>> =
         vec![Arc::new(OutcomeMetrics::new(operations.metrics.clone()))];
     if let Some(ticketing) = operations.ticketing.take() {

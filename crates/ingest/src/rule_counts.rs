@@ -14,16 +14,14 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use dq_rules::{Severity, Verdict};
-use rdkafka::ClientConfig;
-use rdkafka::message::{Header, OwnedHeaders};
-use rdkafka::producer::{FutureProducer, FutureRecord};
 use serde::Serialize;
-use summit_envelope::{now_millis, topics};
+use summit_envelope::now_millis;
+use summit_mesh::{Lane, Position};
 
-use crate::config::Config;
-use summit_ingest::RouteTable;
-use summit_ingest::epochs::RuleAssertions;
-use summit_ingest::{ObservedRecord, OutcomeObserver, RecordOutcome};
+use crate::commit::{BoxFuture, Cause};
+use crate::epochs::RuleAssertions;
+use crate::observe::{ObservedRecord, OutcomeObserver, RecordOutcome};
+use crate::route::RouteTable;
 
 /// The `kind` of a counts record (per-record `dq.events` entries have an `event_id` instead).
 pub const RULE_COUNTS_KIND: &str = "rule_counts";
@@ -72,6 +70,8 @@ struct Window {
 #[derive(Debug)]
 pub struct RuleCounts {
     instance: String,
+    /// `ingest` (before enqueue) or `post_transform` (the stream processor's second pass).
+    stage: &'static str,
     datasets: HashMap<Arc<str>, DatasetRules>,
     window: Mutex<Window>,
 }
@@ -104,7 +104,7 @@ pub struct RuleCount {
 }
 
 impl RuleCounts {
-    pub fn new(config: &Config, routes: &RouteTable) -> Self {
+    pub fn new(instance: String, stage: &'static str, routes: &RouteTable) -> Self {
         let mut datasets = HashMap::new();
         for route in routes.routes() {
             datasets
@@ -114,12 +114,17 @@ impl RuleCounts {
                     rules: RuleAssertions::of(route),
                 });
         }
-        Self::with_datasets(config.instance_id(), datasets)
+        Self::with_datasets(instance, stage, datasets)
     }
 
-    fn with_datasets(instance: String, datasets: HashMap<Arc<str>, DatasetRules>) -> Self {
+    fn with_datasets(
+        instance: String,
+        stage: &'static str,
+        datasets: HashMap<Arc<str>, DatasetRules>,
+    ) -> Self {
         Self {
             instance,
+            stage,
             datasets,
             window: Mutex::new(Window {
                 started_ms: now_millis(),
@@ -154,7 +159,7 @@ impl RuleCounts {
                 Some(RuleCountsRecord {
                     kind: RULE_COUNTS_KIND,
                     dataset: dataset.to_string(),
-                    stage: "ingest",
+                    stage: self.stage,
                     ruleset: rules.ruleset.clone(),
                     instance: self.instance.clone(),
                     window_start: window.started_ms,
@@ -220,8 +225,8 @@ fn severity_name(severity: Severity) -> &'static str {
     }
 }
 
-impl OutcomeObserver for RuleCounts {
-    fn observe(&self, record: &ObservedRecord<'_>) {
+impl<L: Lane, P: Position> OutcomeObserver<L, P> for RuleCounts {
+    fn observe(&self, record: &ObservedRecord<'_, L, P>) {
         let Some(dataset) = record.dataset else {
             return; // no route matched: no dataset to count it under
         };
@@ -251,6 +256,12 @@ impl OutcomeObserver for RuleCounts {
     }
 }
 
+/// Where counts records go: `dq.events` on the mesh. An error keeps the record for the next
+/// window (counts are late rather than lost).
+pub trait CountsWriter: Send + Sync + 'static {
+    fn write<'a>(&'a self, key: &'a [u8], json: &'a [u8]) -> BoxFuture<'a, Result<(), Cause>>;
+}
+
 /// Writes the counts every `interval` and once more when stopped.
 #[derive(Debug)]
 pub struct RuleCountsReporter {
@@ -258,29 +269,12 @@ pub struct RuleCountsReporter {
     task: tokio::task::JoinHandle<()>,
 }
 
-/// Bound on one counts record's delivery (librdkafka retries within it).
-const DELIVERY_TIMEOUT: Duration = Duration::from_secs(10);
-
 impl RuleCountsReporter {
-    /// Starts the reporter with its own idempotent producer on the mesh cluster.
     pub fn spawn(
-        config: &Config,
+        writer: Arc<dyn CountsWriter>,
         counts: Arc<RuleCounts>,
-    ) -> Result<Self, rdkafka::error::KafkaError> {
-        let mut client = ClientConfig::new();
-        client
-            .set("bootstrap.servers", config.mesh_bootstrap_servers())
-            .set("client.id", format!("{}-dq-counts", config.instance_id()))
-            .set("enable.idempotence", "true")
-            .set(
-                "message.timeout.ms",
-                DELIVERY_TIMEOUT.as_millis().to_string(),
-            );
-        for (key, value) in &config.mesh.producer_properties {
-            client.set(key, value);
-        }
-        let producer: FutureProducer = client.create()?;
-        let interval = config.dq_counts.interval;
+        interval: Duration,
+    ) -> Self {
         let (stop, mut stopped) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn(async move {
             let mut tick =
@@ -288,15 +282,15 @@ impl RuleCountsReporter {
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 tokio::select! {
-                    _ = tick.tick() => write(&producer, &counts).await,
+                    _ = tick.tick() => write(&*writer, &counts).await,
                     _ = &mut stopped => {
-                        write(&producer, &counts).await;
+                        write(&*writer, &counts).await;
                         break;
                     }
                 }
             }
         });
-        Ok(Self { stop, task })
+        Self { stop, task }
     }
 
     /// Writes the last window (within `timeout`) and stops.
@@ -308,7 +302,7 @@ impl RuleCountsReporter {
     }
 }
 
-async fn write(producer: &FutureProducer, counts: &RuleCounts) {
+async fn write(writer: &dyn CountsWriter, counts: &RuleCounts) {
     for record in counts.take() {
         let payload = match serde_json::to_vec(&record) {
             Ok(payload) => payload,
@@ -317,20 +311,7 @@ async fn write(producer: &FutureProducer, counts: &RuleCounts) {
                 continue;
             }
         };
-        let headers = OwnedHeaders::new_with_capacity(1).insert(Header {
-            key: "content-type",
-            value: Some("application/json"),
-        });
-        let sent = producer
-            .send(
-                FutureRecord::to(topics::DQ_EVENTS)
-                    .key(record.dataset.as_bytes())
-                    .payload(&payload)
-                    .headers(headers),
-                DELIVERY_TIMEOUT,
-            )
-            .await;
-        if let Err((error, _)) = sent {
+        if let Err(error) = writer.write(record.dataset.as_bytes(), &payload).await {
             tracing::warn!(%error, dataset = %record.dataset, "dq.events rule counts not written; kept for the next window");
             counts.restore(&record);
         }
@@ -340,7 +321,7 @@ async fn write(producer: &FutureProducer, counts: &RuleCounts) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use summit_ingest::epochs::RuleInfo;
+    use crate::epochs::RuleInfo;
 
     fn counts() -> RuleCounts {
         let rules = RuleAssertions::from_rules(vec![
@@ -363,7 +344,7 @@ mod tests {
             },
         )]
         .into();
-        RuleCounts::with_datasets("i-1".into(), datasets)
+        RuleCounts::with_datasets("i-1".into(), crate::classify::INGEST_STAGE, datasets)
     }
 
     #[test]
