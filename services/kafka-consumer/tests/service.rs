@@ -24,8 +24,8 @@ use summit_test_support::{Endpoints, kafka, unique_name};
 
 mod common;
 use common::{
-    Output, Service, admin_addr, admin_addrs, committed_offset, http_get, metric, read_topics,
-    scrape_until, tail,
+    Output, Service, admin_addr, committed_offset, http_get, metric, read_topics, scrape_until,
+    tail,
 };
 
 const CLUSTER: &str = "test";
@@ -636,23 +636,6 @@ async fn otlp_collector() -> (std::net::SocketAddr, Exported) {
     (addr, exported)
 }
 
-/// The partitions `addr`'s instance reports lag for.
-async fn lag_partitions(addr: std::net::SocketAddr, topic: &str) -> HashSet<String> {
-    let (_, text) = http_get(addr, "/metrics").await;
-    text.lines()
-        .filter(|l| {
-            l.starts_with("summit_consumer_lag{") && l.contains(&format!("source=\"{topic}\""))
-        })
-        .filter_map(|l| {
-            l.split("partition=\"")
-                .nth(1)?
-                .split('"')
-                .next()
-                .map(str::to_owned)
-        })
-        .collect()
-}
-
 /// Every `lineage.events` event of the job `kafka-consumer.<dataset>`, read until `done`.
 fn read_lineage(
     endpoints: &Endpoints,
@@ -969,94 +952,6 @@ async fn schema_file_the_registry_cannot_follow_stops_start_up() {
     drop(registry);
 }
 
-/// Writes `count` records (1% soft, 0.5% hard, 0.5% poison) while `chaos` kills services.
-async fn write_mix(
-    producer: &FutureProducer,
-    topic: &str,
-    count: usize,
-    pace: Duration,
-) -> Vec<(String, Expect)> {
-    let mut sent = Vec::with_capacity(count);
-    let mut pending = Vec::new();
-    for n in 0..count {
-        let (payload, expect): (Vec<u8>, Expect) = match n % 200 {
-            0 | 1 => (br#"{"amount": 9999}"#.to_vec(), Expect::Quarantine),
-            2 => (br#"{"amount": -1}"#.to_vec(), Expect::Hard),
-            3 => (b"{broken".to_vec(), Expect::Dlq),
-            _ => (
-                format!(r#"{{"amount": {}}}"#, n % 900).into_bytes(),
-                Expect::Mesh,
-            ),
-        };
-        let key = format!("key-{n}");
-        let future = producer
-            .send_result(FutureRecord::to(topic).key(&key).payload(&payload))
-            .expect("enqueued");
-        pending.push((future, expect));
-        if n % 100 == 99 {
-            for (future, expect) in pending.drain(..) {
-                let delivery = future.await.expect("not cancelled").expect("delivered");
-                sent.push((
-                    source_id(topic, delivery.partition, delivery.offset),
-                    expect,
-                ));
-            }
-            tokio::time::sleep(pace).await;
-        }
-    }
-    for (future, expect) in pending {
-        let delivery = future.await.expect("not cancelled").expect("delivered");
-        sent.push((
-            source_id(topic, delivery.partition, delivery.offset),
-            expect,
-        ));
-    }
-    sent
-}
-
-fn assert_accounted(setup: &Setup, sent: &[(String, Expect)], outputs: &[Output], log: &Path) {
-    let seen = categorize(setup, outputs);
-    let mut duplicates = 0usize;
-    for (id, expect) in sent {
-        let categories = seen.get(id).unwrap_or_else(|| {
-            panic!(
-                "event {id} ({expect:?}) is in no output; log tail: {}",
-                tail(log)
-            )
-        });
-        assert!(
-            categories.iter().all(|c| c == expect),
-            "event {id}: expected only {expect:?}, got {categories:?}"
-        );
-        duplicates += categories.len() - 1;
-    }
-    let known: HashSet<&String> = sent.iter().map(|(id, _)| id).collect();
-    let strays = seen.keys().filter(|id| !known.contains(id)).count();
-    assert_eq!(strays, 0, "outputs with ids of no source record");
-    eprintln!(
-        "accounted {} source records; {duplicates} same-id repeats",
-        sent.len()
-    );
-}
-
-/// Commits once a second (set through a `SUMMIT_` override), so a SIGKILL lands between
-/// commits and the restart re-reads acknowledged-but-uncommitted records.
-const SLOW_COMMITS: &[(&str, &str)] = &[("SUMMIT_DELIVERY__COMMIT_INTERVAL", "1s")];
-
-fn kill9(child: &mut Child) {
-    // std's kill() is SIGKILL on Unix: no drain, no commit, no goodbye.
-    let _ = child.kill();
-    let _ = child.wait();
-}
-
-async fn wait_for_all(setup: &Setup, sent: &[(String, Expect)]) -> Vec<Output> {
-    let expected: HashSet<&String> = sent.iter().map(|(id, _)| id).collect();
-    read_outputs(&output_topics(setup), Duration::from_secs(45), |out| {
-        let seen = categorize(setup, out);
-        expected.iter().all(|id| seen.contains_key(*id))
-    })
-}
-
 fn log_count(log: &Path, needle: &str) -> usize {
     std::fs::read_to_string(log)
         .unwrap_or_default()
@@ -1075,97 +970,6 @@ async fn wait_for_log(log: &Path, needle: &str, before: usize, timeout: Duration
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     false
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sigkill_at_random_points_loses_nothing() {
-    let setup = setup("kill9", 3, "").await;
-    let log = setup.dir.join("service.log");
-    let producer = producer();
-    let writer = {
-        let producer = producer.clone();
-        let topic = setup.source.clone();
-        tokio::spawn(
-            async move { write_mix(&producer, &topic, 3000, Duration::from_millis(700)).await },
-        )
-    };
-    let mut kills_while_working = 0;
-    for _ in 0..3 {
-        let before = log_count(&log, "assigned");
-        let mut child = spawn_service_with(&setup.config, &log, SLOW_COMMITS);
-        // Kill only once the instance owns partitions, at a random point of its work.
-        if wait_for_log(&log, "assigned", before, Duration::from_secs(15)).await {
-            kills_while_working += 1;
-        }
-        let alive = rand::rng().random_range(200..2500);
-        tokio::time::sleep(Duration::from_millis(alive)).await;
-        kill9(&mut child);
-    }
-    let sent = writer.await.expect("writer");
-    let mut child = spawn_service_with(&setup.config, &log, SLOW_COMMITS);
-    let outputs = wait_for_all(&setup, &sent).await;
-    kill9(&mut child);
-    assert_accounted(&setup, &sent, &outputs, &log);
-    assert_eq!(kills_while_working, 3, "log: {}", tail(&log));
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn two_instances_with_rebalance_and_sigkill_lose_nothing() {
-    let setup = setup("kill9pair", 4, "").await;
-    let log = setup.dir.join("service.log");
-    let producer = producer();
-    let writer = {
-        let producer = producer.clone();
-        let topic = setup.source.clone();
-        tokio::spawn(
-            async move { write_mix(&producer, &topic, 3000, Duration::from_millis(600)).await },
-        )
-    };
-    let mut first = spawn_service_with(&setup.config, &log, SLOW_COMMITS);
-    assert!(
-        wait_for_log(&log, "assigned", 0, Duration::from_secs(15)).await,
-        "{}",
-        tail(&log)
-    );
-    tokio::time::sleep(Duration::from_millis(1000)).await;
-    // A second member joins: the first drains and commits what it gives up (cooperative).
-    let mut second = spawn_service_with(&setup.config, &log, SLOW_COMMITS);
-    let rebalanced = wait_for_log(&log, "revoked", 0, Duration::from_secs(20)).await;
-    // Lag is reported for owned partitions only: once the assignment settles the two
-    // instances' series are disjoint (the first dropped what it gave up) and cover all four.
-    let admins = admin_addrs(&log, 2).await;
-    let deadline = Instant::now() + Duration::from_secs(15);
-    let (mut first_lag, mut second_lag);
-    loop {
-        first_lag = lag_partitions(admins[0], &setup.source).await;
-        second_lag = lag_partitions(admins[1], &setup.source).await;
-        let settled = first_lag.is_disjoint(&second_lag)
-            && !first_lag.is_empty()
-            && !second_lag.is_empty()
-            && first_lag.len() + second_lag.len() == 4;
-        if settled || Instant::now() > deadline {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    assert!(
-        first_lag.is_disjoint(&second_lag) && first_lag.len() + second_lag.len() == 4,
-        "lag series of owned partitions only: {first_lag:?} / {second_lag:?}"
-    );
-    let pause = rand::rng().random_range(500..2500);
-    tokio::time::sleep(Duration::from_millis(pause)).await;
-    kill9(&mut first);
-    let mut third = spawn_service_with(&setup.config, &log, SLOW_COMMITS);
-    let sent = writer.await.expect("writer");
-    let outputs = wait_for_all(&setup, &sent).await;
-    kill9(&mut second);
-    kill9(&mut third);
-    assert_accounted(&setup, &sent, &outputs, &log);
-    assert!(
-        rebalanced,
-        "no partition was revoked when the second member joined: {}",
-        tail(&log)
-    );
 }
 
 fn terminate(child: &Child) {

@@ -209,3 +209,115 @@ pub(crate) fn committed_offset(endpoints: &Endpoints, group: &str, topic: &str) 
         _ => None,
     }
 }
+
+/// Every record of `topics` up to the high watermarks read when the call starts: a snapshot
+/// that does not depend on an idle time, so it is exact under constant traffic on shared
+/// topics. Records written later may be included; none written before are missed.
+pub(crate) fn read_to_end(endpoints: &Endpoints, topics: &[String]) -> Vec<Output> {
+    let consumer: BaseConsumer = kafka::client_config(endpoints)
+        .set("group.id", unique_name("snapshot"))
+        .set("enable.auto.commit", "false")
+        .set("isolation.level", "read_uncommitted")
+        .create()
+        .expect("reader");
+    let mut list = TopicPartitionList::new();
+    let mut remaining: HashMap<(String, i32), i64> = HashMap::new();
+    for topic in topics {
+        let metadata = consumer
+            .fetch_metadata(Some(topic), Duration::from_secs(10))
+            .expect("metadata");
+        for partition in metadata.topics().iter().flat_map(|t| t.partitions()) {
+            let (low, high) = consumer
+                .fetch_watermarks(topic, partition.id(), Duration::from_secs(10))
+                .expect("watermarks");
+            if high > low {
+                remaining.insert((topic.clone(), partition.id()), high);
+            }
+            list.add_partition_offset(topic, partition.id(), Offset::Beginning)
+                .expect("offset");
+        }
+    }
+    consumer.assign(&list).expect("assign");
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let mut out = Vec::new();
+    while !remaining.is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "snapshot incomplete: {remaining:?}"
+        );
+        let Some(Ok(message)) = consumer.poll(Duration::from_millis(100)) else {
+            // A partition can end in a transaction marker, which is never delivered: the
+            // position moves past it all the same.
+            if let Ok(positions) = consumer.position() {
+                for element in positions.elements() {
+                    let key = (element.topic().to_owned(), element.partition());
+                    if let (Offset::Offset(position), Some(high)) =
+                        (element.offset(), remaining.get(&key))
+                        && position >= *high
+                    {
+                        remaining.remove(&key);
+                    }
+                }
+            }
+            continue;
+        };
+        let key = (message.topic().to_owned(), message.partition());
+        if remaining
+            .get(&key)
+            .is_some_and(|high| message.offset() + 1 >= *high)
+        {
+            remaining.remove(&key);
+        }
+        out.push(output_of(&message));
+    }
+    out
+}
+
+fn output_of(message: &rdkafka::message::BorrowedMessage<'_>) -> Output {
+    let headers = message
+        .headers()
+        .map(|h| {
+            h.iter()
+                .map(|h| {
+                    (
+                        h.key.to_owned(),
+                        String::from_utf8_lossy(h.value.unwrap_or_default()).into_owned(),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    Output {
+        topic: message.topic().to_owned(),
+        payload: message.payload().unwrap_or_default().to_vec(),
+        headers,
+        timestamp: message.timestamp().to_millis(),
+    }
+}
+
+/// The offsets `group` committed for partitions `0..partitions` of `topic` (absent: none).
+pub(crate) fn committed_offsets(
+    endpoints: &Endpoints,
+    group: &str,
+    topic: &str,
+    partitions: i32,
+) -> HashMap<i32, i64> {
+    let reader: BaseConsumer = kafka::consumer_config(endpoints, group)
+        .create()
+        .expect("consumer");
+    let mut list = TopicPartitionList::new();
+    for partition in 0..partitions {
+        list.add_partition(topic, partition);
+    }
+    let committed = reader
+        .committed_offsets(list, Duration::from_secs(10))
+        .expect("committed offsets");
+    committed
+        .elements()
+        .iter()
+        .filter_map(|e| match e.offset() {
+            Offset::Offset(offset) => Some((e.partition(), offset)),
+            _ => None,
+        })
+        .collect()
+}
