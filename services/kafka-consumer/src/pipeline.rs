@@ -16,7 +16,7 @@ use summit_ingest::{
     RouteTable, RunError,
 };
 pub use summit_ingest::{CommitGate, Shutdown};
-use summit_kafka::{MeshError, MeshProducer, PermanentFailure, ProducerSettings};
+use summit_kafka::{MeshError, MeshProducer, PermanentFailure};
 use summit_mesh::{DeliveryObserver, Finalizer, InFlightBudget, PartitionKey, RecordSink as _};
 use summit_telemetry::{Metrics, Readiness};
 
@@ -116,7 +116,7 @@ impl Pipeline {
             .map_err(PipelineError::Consumer)?;
         let permanent = Arc::new(PermanentFailure::default());
         let (producer, failed) = MeshProducer::new(
-            &producer_settings(&config),
+            &config.mesh_producer_settings("producer"),
             finalizer,
             wiring.deliveries,
             permanent.clone(),
@@ -191,19 +191,6 @@ fn observers(outcomes: Vec<Arc<dyn OutcomeObserver>>) -> Option<Arc<dyn OutcomeO
         0 => None,
         1 => outcomes.into_iter().next(),
         _ => Some(Arc::new(ObserverSet(outcomes))),
-    }
-}
-
-fn producer_settings(config: &Config) -> ProducerSettings {
-    ProducerSettings {
-        bootstrap_servers: config.mesh_bootstrap_servers().to_owned(),
-        client_id: format!("{}-producer", config.instance_id()),
-        properties: config
-            .mesh
-            .producer_properties
-            .iter()
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect(),
     }
 }
 

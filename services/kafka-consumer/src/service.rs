@@ -11,7 +11,7 @@ use summit_ingest::rule_counts::CountsWriter;
 use summit_ingest::{
     CommitGate, LatencyMetrics, OutcomeMetrics, OutcomeObserver, RouteTable, TicketFeed,
 };
-use summit_kafka::{DqEventsWriter, ProducerSettings};
+use summit_kafka::DqEventsWriter;
 use summit_lineage::RunEnd;
 use summit_mesh::PartitionKey;
 
@@ -133,16 +133,7 @@ pub(crate) async fn start_operations(
         tickets: config.tickets.as_ref(),
         dq_counts: &config.dq_counts,
     };
-    let settings = ProducerSettings {
-        bootstrap_servers: config.mesh_bootstrap_servers().to_owned(),
-        client_id: format!("{instance_id}-dq-counts"),
-        properties: config
-            .mesh
-            .producer_properties
-            .iter()
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect(),
-    };
+    let settings = config.mesh_producer_settings("dq-counts");
     Ok(Operations::start(operations, routes, || {
         let writer: Arc<dyn CountsWriter> = Arc::new(DqEventsWriter::new(&settings)?);
         Ok(writer)

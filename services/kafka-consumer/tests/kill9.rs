@@ -24,7 +24,10 @@ use summit_envelope::{SourceCoordinates, event_id, headers, topics};
 use summit_test_support::{Endpoints, kafka, unique_name};
 
 mod common;
-use common::{Output, Service, admin_addrs, committed_offsets, http_get, read_to_end, tail};
+use common::{
+    Output, Service, admin_addrs, committed_offsets, http_get, log_count, read_to_end, tail,
+    wait_for_log,
+};
 
 const CLUSTER: &str = "test";
 const BINARY: &str = env!("CARGO_BIN_EXE_kafka-consumer");
@@ -421,25 +424,6 @@ async fn wait_for_all(setup: &Setup, sent: &[Sent]) -> Vec<Output> {
         drop(seen);
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
-}
-
-fn log_count(log: &Path, needle: &str) -> usize {
-    std::fs::read_to_string(log)
-        .unwrap_or_default()
-        .lines()
-        .filter(|l| l.contains(needle))
-        .count()
-}
-
-async fn wait_for_log(log: &Path, needle: &str, before: usize, timeout: Duration) -> bool {
-    let deadline = Instant::now() + timeout;
-    while Instant::now() < deadline {
-        if log_count(log, needle) > before {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    false
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

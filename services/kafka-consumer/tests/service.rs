@@ -25,7 +25,7 @@ use summit_test_support::{Endpoints, kafka, unique_name};
 mod common;
 use common::{
     Output, Service, admin_addr, committed_offset, http_get, metric, read_topics, scrape_until,
-    tail,
+    tail, wait_for_log,
 };
 
 const CLUSTER: &str = "test";
@@ -950,26 +950,6 @@ async fn schema_file_the_registry_cannot_follow_stops_start_up() {
     assert_eq!(status, 200, "{}", tail(&log));
     drop(child);
     drop(registry);
-}
-
-fn log_count(log: &Path, needle: &str) -> usize {
-    std::fs::read_to_string(log)
-        .unwrap_or_default()
-        .lines()
-        .filter(|l| l.contains(needle))
-        .count()
-}
-
-/// Waits until `needle` appears in the log more than `before` times.
-async fn wait_for_log(log: &Path, needle: &str, before: usize, timeout: Duration) -> bool {
-    let deadline = Instant::now() + timeout;
-    while Instant::now() < deadline {
-        if log_count(log, needle) > before {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    false
 }
 
 fn terminate(child: &Child) {

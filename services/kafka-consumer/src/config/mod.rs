@@ -477,6 +477,21 @@ impl Config {
             .unwrap_or(&self.kafka.bootstrap_servers)
     }
 
+    /// A producer on the mesh cluster with `mesh.producer_properties`, named
+    /// `<instance>-<role>` (the mesh producer, the dq.events counts writer).
+    pub fn mesh_producer_settings(&self, role: &str) -> summit_kafka::ProducerSettings {
+        summit_kafka::ProducerSettings {
+            bootstrap_servers: self.mesh_bootstrap_servers().to_owned(),
+            client_id: format!("{}-{role}", self.instance_id()),
+            properties: self
+                .mesh
+                .producer_properties
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+        }
+    }
+
     /// The mesh producer's `message.max.bytes`: dead letters past it are written in chunks.
     pub fn mesh_message_max_bytes(&self) -> usize {
         summit_kafka::message_max_bytes(

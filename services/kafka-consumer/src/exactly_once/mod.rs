@@ -233,7 +233,6 @@ impl TransactionalPipeline {
         } else {
             None
         };
-        let instance = config.instance_id();
         let mut consumer_config = source_consumer_config(&config);
         // Set after the user's properties: this mode is only exactly-once when the consumer skips
         // aborted data.
@@ -251,17 +250,13 @@ impl TransactionalPipeline {
                 source,
             })?;
 
+        let mesh = config.mesh_producer_settings("producer");
         let producer = TransactionalProducer::new(&TransactionalSettings {
-            bootstrap_servers: config.mesh_bootstrap_servers().to_owned(),
-            client_id: format!("{instance}-producer"),
+            bootstrap_servers: mesh.bootstrap_servers,
+            client_id: mesh.client_id,
             transactional_id: config.transactional_id(),
             transaction_timeout: config.delivery.transaction_timeout,
-            properties: config
-                .mesh
-                .producer_properties
-                .iter()
-                .map(|(k, v)| (k.clone(), v.clone()))
-                .collect(),
+            properties: mesh.properties,
         })?;
         tracing::info!(transactional_id = %producer.transactional_id(), "transactions initialised");
         let recorder: Arc<ObservationBuffer> = Arc::default();

@@ -165,25 +165,7 @@ pub(crate) fn read_topics(
     let mut last_check = Instant::now();
     while Instant::now() < deadline {
         if let Some(Ok(message)) = consumer.poll(Duration::from_millis(100)) {
-            let headers = message
-                .headers()
-                .map(|h| {
-                    h.iter()
-                        .map(|h| {
-                            (
-                                h.key.to_owned(),
-                                String::from_utf8_lossy(h.value.unwrap_or_default()).into_owned(),
-                            )
-                        })
-                        .collect()
-                })
-                .unwrap_or_default();
-            out.push(Output {
-                topic: message.topic().to_owned(),
-                payload: message.payload().unwrap_or_default().to_vec(),
-                headers,
-                timestamp: message.timestamp().to_millis(),
-            });
+            out.push(output_of(&message));
         } else if last_check.elapsed() > Duration::from_millis(300) {
             last_check = Instant::now();
             if done(&out) {
@@ -320,4 +302,30 @@ pub(crate) fn committed_offsets(
             _ => None,
         })
         .collect()
+}
+
+/// Lines of the log containing `needle`.
+pub(crate) fn log_count(log: &Path, needle: &str) -> usize {
+    std::fs::read_to_string(log)
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| l.contains(needle))
+        .count()
+}
+
+/// Waits until `needle` appears in the log more than `before` times.
+pub(crate) async fn wait_for_log(
+    log: &Path,
+    needle: &str,
+    before: usize,
+    timeout: Duration,
+) -> bool {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if log_count(log, needle) > before {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    false
 }
