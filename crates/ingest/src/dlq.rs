@@ -36,6 +36,9 @@ struct Bucket {
     refilled_at: Instant,
 }
 
+/// Seconds' worth of budget a paused source waits to get back before it resumes.
+const RESUME_RESERVE: f64 = 0.1;
+
 /// Token buckets per source name.
 #[derive(Debug)]
 pub struct DlqBudget {
@@ -73,9 +76,15 @@ impl DlqBudget {
         bucket.refilled_at = now;
         bucket.records -= 1.0;
         bucket.bytes -= bytes as f64;
-        let wait = (-bucket.records / limits.records_per_second)
-            .max(-bucket.bytes / limits.bytes_per_second);
-        (wait > 0.0).then(|| Duration::from_secs_f64(wait))
+        if bucket.records >= 0.0 && bucket.bytes >= 0.0 {
+            return None;
+        }
+        // Over budget: pause until the bucket holds a tenth of a second's worth again, so a
+        // throttled source is paused in spans of at least 100 ms instead of flickering between
+        // pause and resume on every record.
+        let wait = ((RESUME_RESERVE - bucket.records / limits.records_per_second).max(0.0))
+            .max((RESUME_RESERVE - bucket.bytes / limits.bytes_per_second).max(0.0));
+        Some(Duration::from_secs_f64(wait))
     }
 }
 
@@ -294,7 +303,8 @@ mod tests {
             assert_eq!(budget.charge("t", 1, start), None);
         }
         let wait = budget.charge("t", 1, start).expect("over budget");
-        assert_eq!(wait, Duration::from_millis(100));
+        // The deficit of one record (100 ms) plus the 100 ms reserve.
+        assert_eq!(wait, Duration::from_millis(200));
         // Half a second later five tokens came back; the deficit of one is gone.
         assert_eq!(
             budget.charge("t", 1, start + Duration::from_millis(600)),
@@ -312,9 +322,10 @@ mod tests {
         });
         let now = Instant::now();
         assert_eq!(budget.charge("t", 600, now), None);
+        // 500 bytes short at 1000 bytes/s, plus the 100 ms reserve.
         assert_eq!(
             budget.charge("t", 900, now),
-            Some(Duration::from_millis(500))
+            Some(Duration::from_millis(600))
         );
     }
 
